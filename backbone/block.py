@@ -1,0 +1,111 @@
+"""Transformer block (global or windowed attention) and ViTDet's residual conv block."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import Attention, window_partition, window_unpartition
+from .mlp import SwiGLU
+
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample."""
+
+    def __init__(self, prob: float) -> None:
+        super().__init__()
+        self.prob = prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.prob == 0.0:
+            return x
+        keep = 1.0 - self.prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"prob={self.prob}"
+
+
+class Block(nn.Module):
+    """Pre-norm block: attention (global, or inside ``window_size`` windows) then SwiGLU."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_hidden_dim: int,
+        sub_ln: bool,
+        window_size: int = 0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        attn_impl: str = "sdpa",
+        residual_conv: bool = False,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, impl=attn_impl)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = SwiGLU(dim, mlp_hidden_dim, sub_ln=sub_ln, eps=norm_eps)
+        self.residual = ResidualConvBlock(dim) if residual_conv else None
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], rope: Rope | None) -> torch.Tensor:
+        """``x``: (B, [prefix +] H*W, C) tokens on a ``grid`` = (H, W) patch grid."""
+        y = self.norm1(x)
+        if self.window_size:
+            b, _, c = y.shape
+            windows, padded = window_partition(y.view(b, grid[0], grid[1], c), self.window_size)
+            y = self.attn(windows, rope)
+            y = window_unpartition(y, self.window_size, padded, grid).reshape(b, -1, c)
+        else:
+            y = self.attn(y, rope)
+        x = x + self.drop_path(y)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.residual is not None:
+            b, _, c = x.shape
+            fmap = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])
+            x = self.residual(fmap).flatten(2).transpose(1, 2)
+        return x
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ResidualConvBlock(nn.Module):
+    """ViTDet's bottleneck conv block (1x1, 3x3, 1x1 with LN), added after chosen blocks.
+
+    The last norm starts at zero so that inserting the block leaves a
+    pre-trained network's function unchanged.
+    """
+
+    def __init__(self, dim: int, bottleneck: int | None = None) -> None:
+        super().__init__()
+        mid = bottleneck or dim // 2
+        self.conv1 = nn.Conv2d(dim, mid, 1, bias=False)
+        self.norm1 = LayerNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, padding=1, bias=False)
+        self.norm2 = LayerNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, dim, 1, bias=False)
+        self.norm3 = LayerNorm2d(dim)
+        self.act = nn.GELU()
+        nn.init.zeros_(self.norm3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.norm1(self.conv1(x)))
+        y = self.act(self.norm2(self.conv2(y)))
+        return x + self.norm3(self.conv3(y))

@@ -1,0 +1,168 @@
+"""Reading checkpoint files and loading them into an :class:`EVA02ViT`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from .convert import StateDict, to_internal
+from .pos_embed import resize_patch_kernel, resize_pos_grid, split_prefix
+from .presets import infer_preset
+from .vit import EVA02ViT
+
+logger = logging.getLogger(__name__)
+
+_WRAPPERS = ("model", "module", "state_dict", "model_state")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit the model."""
+
+
+@dataclass
+class LoadReport:
+    source: str
+    layout: str
+    prefix: str
+    loaded: list[str] = field(default_factory=list)
+    resized: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"checkpoint {self.source}: layout '{self.layout}', prefix '{self.prefix}'",
+            f"  loaded {len(self.loaded)} tensors, resized {len(self.resized)}, "
+            f"missing {len(self.missing)}, unexpected {len(self.unexpected)}, dropped {len(self.dropped)}",
+        ]
+        lines += [f"  resized {k}: {list(a)} -> {list(b)}" for k, (a, b) in self.resized.items()]
+        for title, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "")
+                lines.append(f"  {title}: {shown}")
+        return "\n".join(lines)
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """Load a checkpoint file safely (tensors and plain containers only) and unwrap it to a state dict."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        # Released training checkpoints carry their argparse namespace; allow that one class only.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: refusing to unpickle Python objects that are not tensors or plain containers "
+            f"({reason[:200]}). Not a weights checkpoint, or one that needs an explicit conversion."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
+            f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        ) from None
+    return unwrap_state_dict(obj, path)
+
+
+def unwrap_state_dict(obj: object, source: str = "<state dict>") -> StateDict:
+    """Descend through ``model`` / ``module`` / ``state_dict`` wrappers to the tensors."""
+    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state dict")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{source}: no tensors found (keys: {list(obj)[:8]})")
+    return tensors
+
+
+def load_checkpoint(
+    model: EVA02ViT,
+    checkpoint: str | os.PathLike | Mapping,
+    strict: bool = True,
+    patch_resize: str = "bicubic",
+) -> LoadReport:
+    """Load any known EVA-02 checkpoint layout into ``model`` and return a report.
+
+    The patch kernel and the position embedding are resized to the model's
+    geometry; a cls slot in the position embedding is dropped when the model
+    has no cls token. With ``strict`` every backbone tensor must be found;
+    without it at least half must be, so that a foreign checkpoint never
+    silently leaves the model random. A model of another size is refused.
+    """
+    source = "<state dict>" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
+    raw = unwrap_state_dict(checkpoint, source) if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
+    try:
+        sd, dropped, layout = to_internal(raw)
+    except KeyError as err:
+        raise CheckpointError(f"{source}: {err.args[0]}") from None
+    prefix = next((k[: -len("patch_embed.proj.weight")] for k in raw if k.endswith("patch_embed.proj.weight")), "")
+    report = LoadReport(source, layout, prefix, dropped=sorted(dropped))
+    _check_size(model, sd, source)
+
+    target = model.state_dict()
+    ready: StateDict = {}
+    for key, value in sd.items():
+        if key not in target:
+            report.unexpected.append(key)
+            continue
+        want = target[key].shape
+        if key == "patch_embed.proj.weight" and value.shape[-2:] != want[-2:]:
+            value = resize_patch_kernel(value, tuple(want[-2:]), patch_resize)
+        elif key == "pos_embed" and value.shape != want:
+            value = _fit_pos_embed(value, model)
+        if value.shape != want:
+            raise CheckpointError(f"{source}: '{prefix}{key}' has shape {list(value.shape)}, model expects {list(want)}")
+        if value.shape != sd[key].shape:
+            report.resized[key] = (tuple(sd[key].shape), tuple(value.shape))
+        ready[key] = value.to(target[key].dtype)
+    report.loaded = sorted(ready)
+    report.missing = sorted(k for k in target if k not in ready)
+    if strict and report.missing:
+        raise CheckpointError(f"{source}: {len(report.missing)} backbone tensors missing, e.g. {report.missing[:5]}")
+    if len(ready) < 0.5 * len(target):
+        raise CheckpointError(
+            f"{source}: only {len(ready)} of {len(target)} backbone tensors match; refusing to leave the model random"
+        )
+    model.load_state_dict(ready, strict=False)
+    logger.info(report.summary())
+    return report
+
+
+def _check_size(model: EVA02ViT, sd: StateDict, source: str) -> None:
+    patch = sd.get("patch_embed.proj.weight")
+    depth = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.")), default=-1)
+    width = patch.shape[0] if patch is not None else None
+    if width != model.embed_dim or depth != model.depth:
+        seen = infer_preset(width or 0, depth) or "an unknown size"
+        mine = infer_preset(model.embed_dim, model.depth) or "custom"
+        raise CheckpointError(
+            f"{source}: checkpoint is {seen} (width {width}, depth {depth}) but the model is {mine} "
+            f"(width {model.embed_dim}, depth {model.depth})"
+        )
+
+
+def _fit_pos_embed(value: torch.Tensor, model: EVA02ViT) -> torch.Tensor:
+    try:
+        cls_slot, grid_tokens, grid = split_prefix(value)
+    except ValueError as err:
+        raise CheckpointError(f"pos_embed: {err}") from None
+    grid_tokens = resize_pos_grid(grid_tokens, grid, model.pos_grid)
+    if model.num_prefix_tokens:
+        if cls_slot.shape[1] == 0:
+            raise CheckpointError("pos_embed: the model has a cls token but the checkpoint has no cls position")
+        return torch.cat((cls_slot, grid_tokens), dim=1)
+    return grid_tokens
