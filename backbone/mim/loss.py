@@ -13,9 +13,13 @@ def neg_cosine_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Ten
     vectors of width 1024+ loses most of its precision in the norm.
     """
     if prediction.shape != target.shape:
-        raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
+        raise ValueError(
+            f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape"
+        )
     if prediction.ndim != 2 or prediction.shape[0] == 0:
-        raise ValueError(f"expected a non-empty (M, D) set of masked-token features, got {tuple(prediction.shape)}")
+        raise ValueError(
+            f"expected a non-empty (M, D) set of masked-token features, got {tuple(prediction.shape)}"
+        )
     with torch.autocast(device_type=prediction.device.type, enabled=False):
         cos = F.cosine_similarity(prediction.float(), target.float(), dim=-1)
     return -cos.mean()

@@ -52,7 +52,8 @@ class BlockMaskGenerator:
 
     def _add_block(self, mask: np.ndarray, budget: int, rng: np.random.Generator) -> int:
         for _ in range(10):
-            area = rng.uniform(self.min_num_patches, budget)
+            # a + (b - a) * u also covers budget < min_num_patches (then the area lies in [budget, min]).
+            area = self.min_num_patches + (budget - self.min_num_patches) * rng.random()
             aspect = math.exp(rng.uniform(*self.log_aspect))
             h = int(round(math.sqrt(area * aspect)))
             w = int(round(math.sqrt(area / aspect)))

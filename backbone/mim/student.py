@@ -49,7 +49,9 @@ class MIMStudent(nn.Module):
         grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
         if mask.shape != x.shape[:2]:
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not match (batch, patches) {tuple(x.shape[:2])}")
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} does not match (batch, patches) {tuple(x.shape[:2])}"
+            )
         if self.stop_grad_conv1:
             x = x.detach() * 0.9 + x * 0.1
         x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
