@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import rotate_pairs
+from .rope import apply_rope
 
 ATTENTION_IMPLS = ("sdpa", "xformers", "math")
 
@@ -44,8 +44,7 @@ class Attention(nn.Module):
         qkv = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         qk, v = qkv[:2], qkv[2]
         if rope is not None:
-            cos, sin = rope
-            qk = qk * cos.to(qk.dtype) + rotate_pairs(qk) * sin.to(qk.dtype)
+            qk = apply_rope(qk, *rope)
         q, k = qk.unbind(0)
         x = self._attend(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
@@ -57,7 +56,9 @@ class Attention(nn.Module):
             try:
                 import xformers.ops as xops
             except ImportError as err:
-                raise RuntimeError("attention impl 'xformers' requested but xformers is not installed") from err
+                raise RuntimeError(
+                    "attention impl 'xformers' requested but xformers is not installed"
+                ) from err
             out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
             return out.transpose(1, 2)
         attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)

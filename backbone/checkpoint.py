@@ -65,7 +65,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
             f"{path}: refusing to unpickle Python objects that are not tensors or plain containers "
             f"({reason[:200]}). Not a weights checkpoint, or one that needs an explicit conversion."
         ) from None
-    except Exception as err:  # torch raises many types on corrupt input (EOFError, KeyError, RuntimeError, ...)
+    except Exception as err:  # corrupt input raises EOFError, KeyError, RuntimeError, ...
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
             f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
@@ -103,12 +103,18 @@ def load_checkpoint(
     silently leaves the model random. A model of another size is refused.
     """
     source = "<state dict>" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
-    raw = unwrap_state_dict(checkpoint, source) if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
+    raw = (
+        unwrap_state_dict(checkpoint, source)
+        if isinstance(checkpoint, Mapping)
+        else read_state_dict(checkpoint)
+    )
     try:
         sd, dropped, layout = to_internal(raw)
     except KeyError as err:
         raise CheckpointError(f"{source}: {err.args[0]}") from None
-    prefix = next((k[: -len("patch_embed.proj.weight")] for k in raw if k.endswith("patch_embed.proj.weight")), "")
+    prefix = next(
+        (k[: -len("patch_embed.proj.weight")] for k in raw if k.endswith("patch_embed.proj.weight")), ""
+    )
     report = LoadReport(source, layout, prefix, dropped=sorted(dropped))
     _check_size(model, sd, source)
 
@@ -124,17 +130,22 @@ def load_checkpoint(
         elif key == "pos_embed" and value.shape != want:
             value = _fit_pos_embed(value, model)
         if value.shape != want:
-            raise CheckpointError(f"{source}: '{prefix}{key}' has shape {list(value.shape)}, model expects {list(want)}")
+            raise CheckpointError(
+                f"{source}: '{prefix}{key}' has shape {list(value.shape)}, model expects {list(want)}"
+            )
         if value.shape != sd[key].shape:
             report.resized[key] = (tuple(sd[key].shape), tuple(value.shape))
         ready[key] = value.to(target[key].dtype)
     report.loaded = sorted(ready)
     report.missing = sorted(k for k in target if k not in ready)
     if strict and report.missing:
-        raise CheckpointError(f"{source}: {len(report.missing)} backbone tensors missing, e.g. {report.missing[:5]}")
+        raise CheckpointError(
+            f"{source}: {len(report.missing)} backbone tensors missing, e.g. {report.missing[:5]}"
+        )
     if len(ready) < 0.5 * len(target):
         raise CheckpointError(
-            f"{source}: only {len(ready)} of {len(target)} backbone tensors match; refusing to leave the model random"
+            f"{source}: only {len(ready)} of {len(target)} backbone tensors match; "
+            "refusing to leave the model random"
         )
     model.load_state_dict(ready, strict=False)
     logger.info(report.summary())
@@ -162,6 +173,8 @@ def _fit_pos_embed(value: torch.Tensor, model: EVA02ViT) -> torch.Tensor:
     grid_tokens = resize_pos_grid(grid_tokens, grid, model.pos_grid)
     if model.num_prefix_tokens:
         if cls_slot.shape[1] == 0:
-            raise CheckpointError("pos_embed: the model has a cls token but the checkpoint has no cls position")
+            raise CheckpointError(
+                "pos_embed: the model has a cls token but the checkpoint has no cls position"
+            )
         return torch.cat((cls_slot, grid_tokens), dim=1)
     return grid_tokens

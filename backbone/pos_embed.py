@@ -40,9 +40,7 @@ def resize_pos_grid(
     return grid.permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], c).to(dtype)
 
 
-def resize_patch_kernel(
-    weight: torch.Tensor, size: tuple[int, int], method: str = "bicubic"
-) -> torch.Tensor:
+def resize_patch_kernel(weight: torch.Tensor, size: tuple[int, int], method: str = "bicubic") -> torch.Tensor:
     """Resize a patch-embedding kernel ``(C_out, C_in, kh, kw)`` to ``size``.
 
     ``bicubic``: plain interpolation, as the released p14to16 checkpoints.

@@ -59,5 +59,12 @@ def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (..., N, head_dim) by the table (N, head_dim)."""
-    return x * cos.to(x.dtype) + rotate_pairs(x) * sin.to(x.dtype)
+    """Rotate ``x`` (..., N, head_dim) by the table (N, head_dim).
+
+    Computed as ``x * cos + swap(x) * (sign * sin)`` with ``swap`` exchanging
+    the two members of each pair: two passes over ``x`` instead of the four
+    that negating and stacking take.
+    """
+    sign = torch.tensor([-1.0, 1.0], dtype=x.dtype, device=x.device).repeat(sin.shape[-1] // 2)
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return torch.addcmul(x * cos.to(x.dtype), swapped, sin.to(x.dtype) * sign)

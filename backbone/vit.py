@@ -194,9 +194,10 @@ class EVA02ViT(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens after the last block: (B, [1 +] N, C)."""
-        for _, x_out, _ in self._run_blocks(x):
+        tokens = x
+        for _, tokens, _ in self._run_blocks(x):  # noqa: B007 (the last one is the result)
             pass
-        return x_out
+        return tokens
 
     def forward_blocks(self, x: torch.Tensor, indices: Sequence[int]) -> list[torch.Tensor]:
         """Feature maps (B, C, h, w) after each block in ``indices`` (0-based), in that order."""

@@ -35,7 +35,9 @@ def test_rope_table_equals_timm_eva_scheme(grid):
 def test_one_window_covering_the_grid_equals_global_attention():
     kwargs = dict(use_cls_token=False, img_size=224)
     global_model = build_backbone("eva02_tiny", **kwargs).eval()
-    window_model = build_backbone("eva02_tiny", window_size=16, window_block_indexes=range(12), **kwargs).eval()
+    window_model = build_backbone(
+        "eva02_tiny", window_size=16, window_block_indexes=range(12), **kwargs
+    ).eval()
     window_model.load_state_dict(global_model.state_dict())
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -44,8 +46,9 @@ def test_one_window_covering_the_grid_equals_global_attention():
 
 def test_fixed_rule_small_input_sees_the_same_positions_as_a_large_one():
     """Windowed model: the top-left window of a small input must match the large input's."""
-    model = build_backbone("eva02_tiny", use_cls_token=False, depth=3, window_size=8,
-                           window_block_indexes=(0, 1, 2)).eval()
+    model = build_backbone(
+        "eva02_tiny", use_cls_token=False, depth=3, window_size=8, window_block_indexes=(0, 1, 2)
+    ).eval()
     big = torch.randn(1, 3, 224, 224)
     small = big[:, :, :112, :112]
     with torch.no_grad():
@@ -56,9 +59,17 @@ def test_fixed_rule_small_input_sees_the_same_positions_as_a_large_one():
 
 @pytest.mark.parametrize("size", [(230, 150), (97, 301), (64, 64)])
 def test_non_square_and_indivisible_sizes(size):
-    model = build_backbone("eva02_tiny", depth=4, img_size=256, patch_size=16, pretrain_img_size=224,
-                           use_cls_token=False, window_size=7, window_block_indexes=(0, 2),
-                           residual_block_indexes=(1,)).eval()
+    model = build_backbone(
+        "eva02_tiny",
+        depth=4,
+        img_size=256,
+        patch_size=16,
+        pretrain_img_size=224,
+        use_cls_token=False,
+        window_size=7,
+        window_block_indexes=(0, 2),
+        residual_block_indexes=(1,),
+    ).eval()
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         feat = model(x)["last_feat"]

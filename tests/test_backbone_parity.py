@@ -10,8 +10,12 @@ from backbone import build_backbone, from_internal, load_checkpoint
 
 PRESETS = ["eva02_tiny", "eva02_small", "eva02_base", "eva02_large"]
 # timm's parameter counts without classifier and without its fc_norm (a classification-head norm).
-TIMM_PARAMS = {"eva02_tiny": 5_501_760, "eva02_small": 21_620_352, "eva02_base": 85_757_184,
-               "eva02_large": 303_266_752}
+TIMM_PARAMS = {
+    "eva02_tiny": 5_501_760,
+    "eva02_small": 21_620_352,
+    "eva02_base": 85_757_184,
+    "eva02_large": 303_266_752,
+}
 
 
 def _timm_model(name: str, **kwargs) -> torch.nn.Module:
@@ -22,7 +26,7 @@ def _timm_model(name: str, **kwargs) -> torch.nn.Module:
     return model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(name: str) -> torch.nn.Module:
     """timm model with dynamic_img_size (equal to the static one at 224), built once per preset."""
     torch.manual_seed(0)
@@ -56,8 +60,15 @@ def test_forward_tokens_equals_timm(name):
     assert _rel_err(expected, got) < 1e-4
 
 
-@pytest.mark.parametrize("name,size", [("eva02_tiny", (336, 252)), ("eva02_small", (280, 280)),
-                                       ("eva02_base", (168, 308)), ("eva02_large", (168, 168))])
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("eva02_tiny", (336, 252)),
+        ("eva02_small", (280, 280)),
+        ("eva02_base", (168, 308)),
+        ("eva02_large", (168, 168)),
+    ],
+)
 def test_other_resolution_equals_timm_dynamic(name, size):
     """Position embedding and RoPE interpolation: timm's dynamic_img_size stretches positions."""
     ref = _reference(name)

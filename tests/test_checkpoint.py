@@ -35,8 +35,14 @@ def test_round_trip_timm_ours_eva02_ours(name, tmp_path):
     if name == "eva02_base":  # the release keeps q/k/v and w1/w2 apart for base/large
         assert "blocks.0.attn.q_proj.weight" in release and "blocks.0.mlp.w1.weight" in release
     # Wrap like a released MIM checkpoint, with its pre-training extras and RoPE buffers.
-    release.update({"mask_token": torch.zeros(1, 1, first.embed_dim), "lm_head.weight": torch.zeros(4, first.embed_dim),
-                    "rope.freqs_cos": torch.zeros(256, 64), "norm.weight": torch.ones(first.embed_dim)})
+    release.update(
+        {
+            "mask_token": torch.zeros(1, 1, first.embed_dim),
+            "lm_head.weight": torch.zeros(4, first.embed_dim),
+            "rope.freqs_cos": torch.zeros(256, 64),
+            "norm.weight": torch.ones(first.embed_dim),
+        }
+    )
     path = tmp_path / "release.pt"
     torch.save({"module": release}, path)
     second = build_backbone(name).eval()
@@ -45,8 +51,10 @@ def test_round_trip_timm_ours_eva02_ours(name, tmp_path):
     assert {"mask_token", "lm_head.weight", "rope.freqs_cos", "norm.weight"} <= set(report.dropped)
     assert torch.equal(_out(second), _out(first))
     with torch.no_grad():
-        assert torch.equal(_out(second), timm_model.forward_features(torch.ones(1, 3, 224, 224) * 0.3
-                                                                      + torch.linspace(0, 1, 224)))
+        assert torch.equal(
+            _out(second),
+            timm_model.forward_features(torch.ones(1, 3, 224, 224) * 0.3 + torch.linspace(0, 1, 224)),
+        )
 
 
 def test_patch_14_to_16_resize_follows_the_release(tmp_path):
@@ -55,8 +63,9 @@ def test_patch_14_to_16_resize_follows_the_release(tmp_path):
     report = load_checkpoint(target, {"model": source.state_dict()})
     assert report.resized["patch_embed.proj.weight"] == ((192, 3, 14, 14), (192, 3, 16, 16))
     assert report.resized["pos_embed"] == ((1, 257, 192), (1, 196, 192))
-    expected_kernel = F.interpolate(source.patch_embed.proj.weight, size=(16, 16), mode="bicubic",
-                                    align_corners=False)
+    expected_kernel = F.interpolate(
+        source.patch_embed.proj.weight, size=(16, 16), mode="bicubic", align_corners=False
+    )
     torch.testing.assert_close(target.patch_embed.proj.weight, expected_kernel)
     grid = source.pos_embed[:, 1:].reshape(1, 16, 16, 192).permute(0, 3, 1, 2)
     expected_pos = F.interpolate(grid, size=(14, 14), mode="bicubic", align_corners=False)
@@ -70,12 +79,25 @@ def test_patch_14_to_16_resize_follows_the_release(tmp_path):
 def test_detectron2_and_mmseg_and_clip_wrappers_are_recognised():
     source = _random_model(use_cls_token=False)
     sd = source.state_dict()
-    d2 = {"model": {**{f"backbone.net.{k}": v for k, v in sd.items()}, "roi_heads.box_predictor.weight":
-                    torch.zeros(3, 3)}, "iteration": 7}
-    mmseg = {"state_dict": {**{f"backbone.{k}": v for k, v in sd.items()}, "decode_head.conv_seg.weight":
-                            torch.zeros(2)}, "meta": {}}
-    clip = {**{f"visual.{k}": v for k, v in from_internal(sd, "eva02").items()},
-            "visual.head.weight": torch.zeros(8, 192), "text.token_embedding.weight": torch.zeros(4, 4)}
+    d2 = {
+        "model": {
+            **{f"backbone.net.{k}": v for k, v in sd.items()},
+            "roi_heads.box_predictor.weight": torch.zeros(3, 3),
+        },
+        "iteration": 7,
+    }
+    mmseg = {
+        "state_dict": {
+            **{f"backbone.{k}": v for k, v in sd.items()},
+            "decode_head.conv_seg.weight": torch.zeros(2),
+        },
+        "meta": {},
+    }
+    clip = {
+        **{f"visual.{k}": v for k, v in from_internal(sd, "eva02").items()},
+        "visual.head.weight": torch.zeros(8, 192),
+        "text.token_embedding.weight": torch.zeros(4, 4),
+    }
     for wrapped, prefix in ((d2, "backbone.net."), (mmseg, "backbone."), (clip, "visual.")):
         model = build_backbone("eva02_tiny", use_cls_token=False).eval()
         report = load_checkpoint(model, wrapped)
@@ -102,9 +124,13 @@ def test_random_file_truncated_file_and_foreign_pickles(tmp_path):
     class_pickle.write_bytes(pickle.dumps(pytest.approx(1.0)))
     plain_pickle = tmp_path / "plain.pkl"
     torch.save({"epoch": 3, "lr": 0.1}, plain_pickle)
-    cases = {random_file: "not a readable PyTorch checkpoint", truncated: "not a readable PyTorch checkpoint",
-             class_pickle: "refusing to unpickle", plain_pickle: "no tensors found",
-             tmp_path / "absent.pth": "no such checkpoint file"}
+    cases = {
+        random_file: "not a readable PyTorch checkpoint",
+        truncated: "not a readable PyTorch checkpoint",
+        class_pickle: "refusing to unpickle",
+        plain_pickle: "no tensors found",
+        tmp_path / "absent.pth": "no such checkpoint file",
+    }
     for path, message in cases.items():
         with pytest.raises(CheckpointError, match=message) as info:
             load_checkpoint(model, path)
