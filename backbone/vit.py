@@ -162,7 +162,9 @@ class EVA02ViT(nn.Module):
         return tables
 
     # ------------------------------------------------------------------- forward
-    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _embed(
+        self, x: torch.Tensor, mask: torch.Tensor | None, mask_token: torch.Tensor | None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         p = self.patch_size
         pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
         if pad_h or pad_w:
@@ -170,13 +172,23 @@ class EVA02ViT(nn.Module):
         x = self.patch_embed.proj(x)
         grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
+        if mask is not None:
+            if mask.shape != x.shape[:2]:
+                raise ValueError(f"mask shape {tuple(mask.shape)} != (batch, patches) {tuple(x.shape[:2])}")
+            x = torch.where(mask.unsqueeze(-1), mask_token.to(x.dtype), x)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         return x + self._pos_embed_for(grid), grid
 
-    def _run_blocks(self, x: torch.Tensor, stop_after: int | None = None):
+    def _run_blocks(
+        self,
+        x: torch.Tensor,
+        stop_after: int | None = None,
+        mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ):
         """Yield (index, tokens, grid) after each block."""
-        x, grid = self._embed(x)
+        x, grid = self._embed(x, mask, mask_token)
         ropes = self._rope_tables(grid, x.device)
         for i, blk in enumerate(self.blocks):
             rope = ropes[blk.window_size]
@@ -192,10 +204,16 @@ class EVA02ViT(nn.Module):
         x = x[:, self.num_prefix_tokens :]
         return x.transpose(1, 2).reshape(x.shape[0], self.embed_dim, grid[0], grid[1])
 
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Tokens after the last block: (B, [1 +] N, C)."""
+    def forward_tokens(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Tokens after the last block: (B, [1 +] N, C).
+
+        ``mask`` (B, N) bool replaces those patch embeddings by ``mask_token``
+        (1, 1, C) before positions are added, for masked image modeling.
+        """
         tokens = x
-        for _, tokens, _ in self._run_blocks(x):  # noqa: B007 (the last one is the result)
+        for _, tokens, _ in self._run_blocks(x, mask=mask, mask_token=mask_token):  # noqa: B007 (the last one is the result)
             pass
         return tokens
 

@@ -107,7 +107,7 @@ def test_release_layout_to_every_format_gives_identical_outputs(name, tmp_path):
         torch.testing.assert_close(_tokens(dst, xd), _tokens(direct, xd), rtol=0, atol=0)
 
 
-def test_eva02_output_keeps_pretraining_extras_and_drops_rope(tmp_path):
+def test_upstream_56_57_rope_buffers_and_lm_head_of_a_mim_release(tmp_path):
     src = _vit()
     raw = torch.load(_release_file(src, tmp_path), weights_only=True)["module"]
     out, report = cc.convert(raw, "eva02")
@@ -284,3 +284,80 @@ def test_cli_prints_the_report(tmp_path):
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_eva_clip_tower_to_detector_reports_what_has_no_counterpart():
+    clip = timm.create_model("eva02_base_patch16_clip_224", pretrained=False, num_classes=512, depth=1)
+    raw = {"visual." + k: v for k, v in clip.state_dict().items()}
+    raw = {
+        k.replace("mlp.norm.", "mlp.ffn_ln.").replace("attn.norm.", "attn.inner_attn_ln."): v
+        for k, v in raw.items()
+    }
+    raw["text.positional_embedding"] = torch.zeros(77, 512)
+    out, report = cc.convert(raw, "det")
+    assert report.kind == "EVA-CLIP" and report.model.startswith("custom (width 768, depth 1")
+    assert report.dropped["blocks.0.attn.inner_attn_ln.weight"] == [768]
+    assert report.dropped["head.weight"] == [512, 768]
+    assert "text.positional_embedding" in report.dropped
+    assert torch.equal(
+        out["model"]["backbone.net.blocks.0.mlp.w3.weight"], clip.state_dict()["blocks.0.mlp.fc2.weight"]
+    )
+
+
+def test_seg_output_loads_into_the_mmseg_backbone(tmp_path):
+    pytest.importorskip("mmseg")
+    from seg.backbone import EVA02
+
+    src = _vit()
+    path = _release_file(src, tmp_path)
+    conv = _convert_file(path, tmp_path, "seg")
+    kw = dict(arch="eva02_tiny", img_size=64, depth=2, out_indices=(0, 1, 1, 1), norm_cfg=dict(type="BN"))
+    seg_model = EVA02(pretrained=str(conv), **kw).eval()
+    seg_model.init_weights()
+    direct = _det_vit(use_cls_token=True, pretrain_img_size=64)
+    load_checkpoint(direct, str(path))
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(_tokens(seg_model, x), _tokens(direct, x), rtol=0, atol=0)
+
+
+def test_det_output_loads_into_the_detectron2_backbone(tmp_path):
+    pytest.importorskip("detectron2")
+    from det.vit import EVA02Net
+
+    src = _vit()
+    conv = _convert_file(_release_file(src, tmp_path), tmp_path, "det")
+    kw = dict(
+        embed_dim=192, depth=2, num_heads=3, sub_ln=False, img_size=64, patch_size=16, pretrain_img_size=64
+    )
+    net = EVA02Net(window_size=2, window_block_indexes=[0], **kw).eval()
+    report = load_checkpoint(net, str(conv))
+    assert report.prefix == "backbone.net." and not report.missing
+    direct = EVA02Net(window_size=2, window_block_indexes=[0], **kw).eval()
+    load_checkpoint(direct, str(tmp_path / "eva02_Ti_pt_in21k_p14.pt"))
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(net(x)["last_feat"], direct(x)["last_feat"], rtol=0, atol=0)
+
+
+def test_mmseg_training_checkpoint_with_message_hub_converts_without_trust_pickle(tmp_path):
+    pytest.importorskip("mmseg")
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    src = _vit()
+    sd = {f"backbone.{k}": v for k, v in src.state_dict().items()}
+    sd["backbone.fpn1.0.weight"] = torch.randn(192, 192, 2, 2)
+    sd["decode_head.conv_seg.weight"] = torch.randn(150, 512, 1, 1)
+    ckpt = {
+        "meta": {"iter": np.int64(160), "seed": 0},
+        "state_dict": sd,
+        "message_hub": {"log_scalars": {"train/loss": HistoryBuffer(np.array([1.0, 0.5]), np.array([1, 1]))}},
+    }
+    path = tmp_path / "iter_160.pth"
+    torch.save(ckpt, path)
+    out, report = cc.convert(cc.read_input(str(path)), "timm")
+    assert report.kind == "mmseg"
+    assert "decode_head.conv_seg.weight" in report.dropped and "fpn1.0.weight" in report.dropped
+    dst = _vit(seed=7)
+    load_checkpoint(dst, out)
+    x = torch.randn(1, 3, 56, 56)
+    torch.testing.assert_close(_tokens(dst, x), _tokens(src, x), rtol=0, atol=0)

@@ -41,14 +41,22 @@ def _predictions(dicts, api, shift: float, drop_every: int):
         anns = api.loadAnns(api.getAnnIds(imgIds=d["image_id"]))
         anns = [a for i, a in enumerate(anns) if drop_every == 0 or i % drop_every != 1]
         inst = Instances((d["height"], d["width"]))
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                              for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes = torch.tensor(
+            [
+                [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                for a in anns
+            ],
+            dtype=torch.float32,
+        ).reshape(-1, 4)
         inst.pred_boxes = Boxes(boxes + shift)
         inst.scores = torch.tensor(rng.uniform(0.5, 1.0, len(anns)), dtype=torch.float32)
         inst.pred_classes = torch.tensor([to_contig[a["category_id"]] for a in anns], dtype=torch.long)
         masks = [np.roll(api.annToMask(a), int(shift), axis=(0, 1)) for a in anns]
-        inst.pred_masks = torch.from_numpy(np.stack(masks).astype(bool)) if masks else torch.zeros(
-            0, d["height"], d["width"], dtype=torch.bool)
+        inst.pred_masks = (
+            torch.from_numpy(np.stack(masks).astype(bool))
+            if masks
+            else torch.zeros(0, d["height"], d["width"], dtype=torch.bool)
+        )
         inputs.append({"image_id": d["image_id"]})
         outputs.append({"instances": inst})
     return inputs, outputs
@@ -71,7 +79,9 @@ def test_coco_evaluator_perfect_and_against_pycocotools(val):
     res = _run(ev, inputs, outputs)
     assert 5.0 < res["bbox"]["AP"] < 95.0
     # Same numbers straight from pycocotools on the same detections.
-    to_dataset = {v: k for k, v in MetadataCatalog.get("toy_coco_val").thing_dataset_id_to_contiguous_id.items()}
+    to_dataset = {
+        v: k for k, v in MetadataCatalog.get("toy_coco_val").thing_dataset_id_to_contiguous_id.items()
+    }
     for task in ("bbox", "segm"):
         dets = []
         for inp, out in zip(inputs, outputs):
@@ -100,7 +110,9 @@ def test_lvis_evaluator_perfect_and_against_lvis(val):
 
     inputs, outputs = _predictions(dicts, api, shift=2.0, drop_every=3)
     res = _run(ev, inputs, outputs)
-    to_dataset = {v: k for k, v in MetadataCatalog.get("toy_coco_val").thing_dataset_id_to_contiguous_id.items()}
+    to_dataset = {
+        v: k for k, v in MetadataCatalog.get("toy_coco_val").thing_dataset_id_to_contiguous_id.items()
+    }
     dets = []
     for inp, out in zip(inputs, outputs):
         for r in instances_to_coco_json(out["instances"], inp["image_id"]):

@@ -27,7 +27,11 @@ TOY = ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"
 def batch(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
     make_toy_data.generate(out, num_train=2, num_val=1, num_test=1, size=64, max_objects=2, seed=1)
-    dicts = load_coco_json(str(out / "toy_coco/annotations/instances_train.json"), str(out / "toy_coco/train"))
+    dicts = load_coco_json(
+        str(out / "toy_coco/annotations/instances_train.json"),
+        str(out / "toy_coco/train"),
+        dataset_name="test_det_models_toy",
+    )  # contiguous class ids
     mapper = DatasetMapper(is_train=True, augmentations=[], image_format="RGB", use_instance_mask=True)
     return [mapper(copy.deepcopy(d)) for d in dicts]
 
@@ -45,17 +49,25 @@ def _small(cfg):
 
 def test_all_release_rows_present():
     names = {p.name for p in CONFIGS}
-    for row in ("coco/eva02_coco_cascade_mask_rcnn_vitdet_b_4attn_1024_lrd0p7.py",
-                "coco/eva02_coco_cascade_mask_rcnn_vitdet_l_4attn_1024_lrd0p8.py",
-                "coco/eva02_coco_cascade_mask_rcnn_vitdet_b_6attn_win32_1536_lrd0p7.py",
-                "coco/eva02_coco_cascade_mask_rcnn_vitdet_l_8attn_win32_1536_lrd0p8.py",
-                "lvis/eva02_lvis_cascade_mask_rcnn_vitdet_b_4attn_1024_lrd0p7.py",
-                "lvis/eva02_lvis_cascade_mask_rcnn_vitdet_l_4attn_1024_lrd0p8.py",
-                "lvis/eva02_lvis_cascade_mask_rcnn_vitdet_l_8attn_win32_1536_lrd0p8.py",
-                "o365/eva02_o365_cascade_mask_rcnn_vitdet_l_8attn_1536_lrd0p8.py",
-                "o365_to_coco/eva02_o365_to_coco_cascade_mask_rcnn_vitdet_l_8attn_1536_lrd0p8.py",
-                "o365_to_lvis/eva02_o365_to_lvis_cascade_mask_rcnn_vitdet_l_8attn_1536_lrd0p8.py"):
+    for row in (
+        "coco/eva02_coco_cascade_mask_rcnn_vitdet_b_4attn_1024_lrd0p7.py",
+        "coco/eva02_coco_cascade_mask_rcnn_vitdet_l_4attn_1024_lrd0p8.py",
+        "coco/eva02_coco_cascade_mask_rcnn_vitdet_b_6attn_win32_1536_lrd0p7.py",
+        "coco/eva02_coco_cascade_mask_rcnn_vitdet_l_8attn_win32_1536_lrd0p8.py",
+        "lvis/eva02_lvis_cascade_mask_rcnn_vitdet_b_4attn_1024_lrd0p7.py",
+        "lvis/eva02_lvis_cascade_mask_rcnn_vitdet_l_4attn_1024_lrd0p8.py",
+        "lvis/eva02_lvis_cascade_mask_rcnn_vitdet_l_8attn_win32_1536_lrd0p8.py",
+        "o365/eva02_o365_cascade_mask_rcnn_vitdet_l_8attn_1536_lrd0p8.py",
+        "o365_to_coco/eva02_o365_to_coco_cascade_mask_rcnn_vitdet_l_8attn_1536_lrd0p8.py",
+        "o365_to_lvis/eva02_o365_to_lvis_cascade_mask_rcnn_vitdet_l_8attn_1536_lrd0p8.py",
+    ):
         assert Path(row).name in names, row
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_has_every_section(path):
+    cfg = LazyConfig.load(str(path))
+    assert set(cfg) == {"dataloader", "lr_multiplier", "model", "optimizer", "test", "train"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -117,3 +129,26 @@ def test_lr_decay_is_the_released_rule():
     params = dict(model.named_parameters())
     for name, value in expected.items():
         assert lr_of[id(params[name])] == pytest.approx(cfg.optimizer.lr * value), name
+
+
+def test_init_from_pretrained_vit_and_from_detector(tmp_path):
+    from backbone import build_backbone
+    from det.engine import load_weights
+
+    cfg = _small(LazyConfig.load(str(TOY)))
+    model = instantiate(cfg.model)
+    # A pre-training checkpoint: 224 px, patch 14, cls token, wrapped in "model".
+    vit = build_backbone("eva02_tiny", depth=2)
+    torch.save({"model": vit.state_dict()}, tmp_path / "pt.pth")
+    load_weights(model, str(tmp_path / "pt.pth"))
+    net = model.backbone.net
+    assert torch.equal(net.blocks[1].mlp.w3.weight, vit.blocks[1].mlp.w3.weight)
+    assert torch.equal(net.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
+    assert net.patch_embed.proj.weight.shape[-1] == 16  # kernel resized 14 -> 16
+    # A detector checkpoint restores every tensor, heads included.
+    torch.save({"model": model.state_dict()}, tmp_path / "det.pth")
+    other = instantiate(cfg.model)
+    load_weights(other, str(tmp_path / "det.pth"))
+    theirs = other.state_dict()
+    for k, v in model.state_dict().items():
+        assert torch.equal(theirs[k], v), k

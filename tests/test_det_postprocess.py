@@ -10,8 +10,6 @@ from torchvision.ops import box_iou
 from det.maskness import maskness, rescore_with_maskness
 from det.soft_nms import batched_soft_nms, soft_nms_inference_single_image
 
-pytest.importorskip("mmcv.ops")
-
 BOXES = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 5, 10, 15]], dtype=torch.float32)
 SCORES = torch.tensor([0.9, 0.8, 0.7, 0.6])
 
@@ -45,11 +43,15 @@ def test_gaussian_soft_nms_by_hand():
 
 def test_class_wise_soft_nms_keeps_other_classes():
     labels = torch.tensor([0, 1, 0, 0])
-    scores, keep = batched_soft_nms(BOXES, SCORES, labels, method="linear", iou_threshold=0.3, class_wise=True)
+    scores, keep = batched_soft_nms(
+        BOXES, SCORES, labels, method="linear", iou_threshold=0.3, class_wise=True
+    )
     by_index = dict(zip(keep.tolist(), scores.tolist()))
     assert by_index[1] == pytest.approx(0.8)  # B is another class: untouched by A
     assert by_index[3] == pytest.approx(0.6 * (1 - _iou(0, 3)))
-    _, keep_all = batched_soft_nms(BOXES, SCORES, labels, method="linear", iou_threshold=0.3, class_wise=False)
+    _, keep_all = batched_soft_nms(
+        BOXES, SCORES, labels, method="linear", iou_threshold=0.3, class_wise=False
+    )
     assert keep_all.tolist() == [0, 2, 3, 1]
 
 
@@ -57,7 +59,15 @@ def test_soft_nms_inference_single_image():
     # 4 proposals, 2 classes (+ background), class-agnostic boxes.
     probs = torch.tensor([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.02, 0.7, 0.28], [0.6, 0.01, 0.39]])
     inst, src = soft_nms_inference_single_image(
-        BOXES.clone(), probs, (40, 40), 0.05, 100, method="linear", iou_threshold=0.3, sigma=0.5, class_wise=True
+        BOXES.clone(),
+        probs,
+        (40, 40),
+        0.05,
+        100,
+        method="linear",
+        iou_threshold=0.3,
+        sigma=0.5,
+        class_wise=True,
     )
     # Candidates above 0.05: (0,c0) (1,c0) (1,c1) (2,c1) (3,c0); box 1 as class 1 overlaps nothing of class 1.
     assert src.tolist() == [0, 2, 3, 1, 1]
@@ -65,7 +75,15 @@ def test_soft_nms_inference_single_image():
     expected = [0.9, 0.7, 0.6 * (1 - _iou(0, 3)), 0.8 * (1 - _iou(0, 1)), 0.1]
     assert inst.scores.tolist() == pytest.approx(expected, abs=1e-6)
     top2, _ = soft_nms_inference_single_image(
-        BOXES.clone(), probs, (40, 40), 0.05, 2, method="linear", iou_threshold=0.3, sigma=0.5, class_wise=True
+        BOXES.clone(),
+        probs,
+        (40, 40),
+        0.05,
+        2,
+        method="linear",
+        iou_threshold=0.3,
+        sigma=0.5,
+        class_wise=True,
     )
     assert len(top2) == 2
 

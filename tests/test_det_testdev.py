@@ -110,12 +110,21 @@ def test_validation_errors(root):
 
 def test_submission_tool_end_to_end(root, tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="2")
-    cmd = [sys.executable, str(ROOT / "tools/testdev_submission.py"),
-           "--config-file", str(ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"),
-           "--output", str(tmp_path), "--name", "tiny",
-           "dataloader.test.dataset.names=toy_coco_test-dev", "train.device=cpu",
-           "model.backbone.net.depth=2", "model.backbone.net.window_block_indexes=[0]",
-           "model.roi_heads.override_score_thresh=0.0"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools/testdev_submission.py"),
+        "--config-file",
+        str(ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"),
+        "--output",
+        str(tmp_path),
+        "--name",
+        "tiny",
+        "dataloader.test.dataset.names=toy_coco_test-dev",
+        "train.device=cpu",
+        "model.backbone.net.depth=2",
+        "model.backbone.net.window_block_indexes=[0]",
+        "model.roi_heads.override_score_thresh=0.0",
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     gt = COCO(str(root / "toy_coco/annotations/image_info_test-dev.json"))

@@ -84,7 +84,7 @@ def test_wrong_teacher_file_and_bad_files(tmp_path):
     with pytest.raises(TeacherError, match="not found"):
         build_teacher("eva02_clip_l14", (16, 16), str(tmp_path / "missing.pt"))
     junk = tmp_path / "junk.pt"
-    junk.write_bytes(pickle.dumps(object()))
+    junk.write_bytes(pickle.dumps(object(), protocol=2))
     with pytest.raises(TeacherError, match="junk.pt"):
         build_teacher("eva02_clip_b16", (14, 14), str(junk), depth=1)
     truncated = tmp_path / "truncated.pt"
@@ -107,3 +107,13 @@ def test_tiny_teacher_is_seeded_frozen_and_saves(tmp_path):
     save_teacher(a, str(tmp_path / "tiny.pt"))
     d = build_teacher("tiny", (4, 4), str(tmp_path / "tiny.pt"), seed=99)
     torch.testing.assert_close(d(x), a(x), rtol=0, atol=0)
+
+
+def test_eva02_clip_l14_from_original_file(tmp_path):
+    ref = _reference("eva02_large_patch14_clip_224", 768, depth=1)
+    path = tmp_path / "EVA02_CLIP_L_psz14_s4B.pt"
+    torch.save(_to_original_eva_clip(ref.state_dict()), path)
+    teacher = build_teacher("eva02_clip_l14", (16, 16), str(path), depth=1)
+    x = torch.randn(1, 3, 224, 224)
+    assert teacher.out_dim == 768
+    torch.testing.assert_close(teacher(x), _targets(ref, x), rtol=1e-4, atol=1e-4)

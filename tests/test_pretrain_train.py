@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,8 +98,35 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(image_dir, tmp_path):
     assert dict(full["history"])[6] < dict(full["history"])[1]
 
 
-def test_resume_refuses_changed_settings(image_dir, tmp_path):
-    train(_cfg(image_dir, tmp_path, batch_size=4, max_steps=1))
+def test_gradient_accumulation_equals_the_large_batch(image_dir, tmp_path):
+    fixed = dict(max_steps=2, total_batch_size=4, num_mask_patches=4, min_mask_patches_per_block=1)
+    train(_cfg(image_dir, tmp_path / "accum", batch_size=2, **fixed))
+    train(_cfg(image_dir, tmp_path / "big", batch_size=4, **fixed))
+    a = load_training_state(str(tmp_path / "accum" / "checkpoint-last.pth"))["model"]
+    b = load_training_state(str(tmp_path / "big" / "checkpoint-last.pth"))["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_bf16_autocast_and_activation_checkpointing_match_fp32(image_dir, tmp_path):
+    ref = train(_cfg(image_dir, tmp_path / "fp32", batch_size=4, max_steps=2, log_every=1))["history"]
+    bf16 = train(_cfg(image_dir, tmp_path / "bf16", batch_size=4, max_steps=2, log_every=1, amp="bf16"))
+    assert abs(bf16["history"][0][1] - ref[0][1]) < 0.02
+    ckpt = train(
+        _cfg(image_dir, tmp_path / "ckpt", batch_size=4, max_steps=2, log_every=1, act_checkpoint=True)
+    )
+    assert ckpt["history"][-1][1] == pytest.approx(ref[-1][1], abs=1e-5)  # recomputation changes nothing
+
+
+def test_resume_refuses_changed_settings_and_logs_to_tensorboard(image_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = train(_cfg(image_dir, tmp_path, batch_size=4, max_steps=2, log_every=1, tensorboard=True))
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    logged = events.Scalars("train/loss")
+    assert [e.step for e in logged] == [1, 2]
+    assert [e.value for e in logged] == pytest.approx([loss for _, loss in summary["history"]], abs=1e-6)
     with pytest.raises(ValueError, match="img_size: saved 56, now 84"):
         train(_cfg(image_dir, tmp_path, batch_size=4, max_steps=2, img_size=84, resume="auto"))
 
@@ -149,7 +177,10 @@ def test_torchrun_gloo_matches_a_single_process(image_dir, tmp_path):
         "--min-mask-patches-per-block", "1", "--num-workers", "0", "--no-progress", "--no-tensorboard",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    with socket.socket() as sock:  # a free port, so parallel runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
     subprocess.run(
         [*ddp, "tools/pretrain.py", *flags, "--batch-size", "2", "--output-dir", str(tmp_path / "ddp")],
         cwd=REPO, env=env, check=True, capture_output=True,

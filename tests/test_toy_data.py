@@ -25,8 +25,11 @@ def toy(tmp_path_factory):
 
 def test_layout(toy):
     coco = toy / "toy_coco"
-    for rel in ("annotations/instances_train.json", "annotations/instances_val.json",
-                "annotations/image_info_test-dev.json"):
+    for rel in (
+        "annotations/instances_train.json",
+        "annotations/instances_val.json",
+        "annotations/image_info_test-dev.json",
+    ):
         assert (coco / rel).is_file(), rel
     assert len(list((coco / "train").glob("*.jpg"))) == 12
     assert len(list((coco / "val").glob("*.jpg"))) == 4
@@ -40,8 +43,11 @@ def test_layout(toy):
 
 def test_deterministic(toy, tmp_path):
     make_toy_data.generate(tmp_path, num_train=12, num_val=4, num_test=3, size=96, max_objects=3, seed=5)
-    for rel in ("toy_coco/annotations/instances_train.json", "toy_coco/train/train_000003.jpg",
-                "toy_ade/annotations/training/ADE_training_00000003.png"):
+    for rel in (
+        "toy_coco/annotations/instances_train.json",
+        "toy_coco/train/train_000003.jpg",
+        "toy_ade/annotations/training/ADE_training_00000003.png",
+    ):
         assert (tmp_path / rel).read_bytes() == (toy / rel).read_bytes(), rel
 
 
@@ -66,7 +72,9 @@ def test_ade_labels_match_coco_masks(toy):
     api = COCO(str(toy / "toy_coco/annotations/instances_train.json"))
     index = {c["id"]: i for i, c in enumerate(make_toy_data.CATEGORIES)}
     for k, img in enumerate(api.loadImgs(sorted(api.getImgIds()))):
-        label = cv2.imread(str(toy / f"toy_ade/annotations/training/ADE_training_{k:08d}.png"), cv2.IMREAD_UNCHANGED)
+        label = cv2.imread(
+            str(toy / f"toy_ade/annotations/training/ADE_training_{k:08d}.png"), cv2.IMREAD_UNCHANGED
+        )
         assert label.shape == (img["height"], img["width"])
         assert set(np.unique(label)) <= set(range(len(index) + 2))
         for ann in api.loadAnns(api.getAnnIds(imgIds=img["id"])):
@@ -91,6 +99,9 @@ def test_lvis_fields(toy):
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "tools/make_toy_data.py"), "--out", str(tmp_path),
-                        "--num-train", "0"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools/make_toy_data.py"), "--out", str(tmp_path), "--num-train", "0"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode != 0 and "--num-train" in r.stderr

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..vit import EVA02ViT
+
+
+def _damp_patch_grad(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+    """Same forward value, one tenth of the gradient into the patch embedding."""
+    return out.detach() * 0.9 + out * 0.1
 
 
 class MIMStudent(nn.Module):
@@ -30,6 +34,8 @@ class MIMStudent(nn.Module):
             raise ValueError("the pre-training student uses global attention only (no window blocks)")
         self.vit = vit
         self.stop_grad_conv1 = stop_grad_conv1
+        if stop_grad_conv1:
+            vit.patch_embed.proj.register_forward_hook(_damp_patch_grad)
         dim = vit.embed_dim
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -45,25 +51,7 @@ class MIMStudent(nn.Module):
         p = vit.patch_size
         if images.shape[-2] % p or images.shape[-1] % p:
             raise ValueError(f"image size {tuple(images.shape[-2:])} is not a multiple of the patch size {p}")
-        x = vit.patch_embed.proj(images)
-        grid = (x.shape[-2], x.shape[-1])
-        x = x.flatten(2).transpose(1, 2)
-        if mask.shape != x.shape[:2]:
-            raise ValueError(
-                f"mask shape {tuple(mask.shape)} does not match (batch, patches) {tuple(x.shape[:2])}"
-            )
-        if self.stop_grad_conv1:
-            x = x.detach() * 0.9 + x * 0.1
-        x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-        x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x), dim=1)
-        x = x + vit._pos_embed_for(grid)
-        ropes = vit._rope_tables(grid, x.device)
-        for blk in vit.blocks:
-            rope = ropes[blk.window_size]
-            if vit.use_act_checkpoint and self.training:
-                x = checkpoint(blk, x, grid, rope, use_reentrant=False)
-            else:
-                x = blk(x, grid, rope)
+        x = vit.forward_tokens(images, mask=mask, mask_token=self.mask_token)
         return self.norm(x[:, vit.num_prefix_tokens :])
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

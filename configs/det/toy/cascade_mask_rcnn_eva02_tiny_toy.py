@@ -1,0 +1,74 @@
+"""EVA-02 tiny Cascade Mask R-CNN on the synthetic toy set: the CPU demo and test configuration.
+
+Same detector as the released configs, scaled down to train in minutes on two CPU cores: a
+4-block, 192-wide ViT at 192 px, a 64-channel pyramid and heads, fewer RoIs and proposals.
+Data: ``$DETECTRON2_DATASETS/toy_coco`` (``python tools/make_toy_data.py``).
+"""
+
+from functools import partial
+
+from detectron2.config import LazyCall as L
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+
+from det.lazy_data import lsj_dataloader
+from det.lr_decay import eva02_lr_factor
+
+from ..common.cascade_mask_rcnn_eva02 import lr_multiplier, model, optimizer, test, train  # noqa: F401
+
+SIZE = 192
+CHANNELS = 64
+
+model.backbone.net.img_size = SIZE
+model.backbone.net.pretrain_img_size = SIZE
+model.backbone.net.embed_dim = 192
+model.backbone.net.depth = 4
+model.backbone.net.num_heads = 3
+model.backbone.net.sub_ln = False  # as the released eva02_tiny
+model.backbone.net.window_size = 6
+model.backbone.net.window_block_indexes = [0, 2]  # 1, 3 global
+model.backbone.net.drop_path_rate = 0.0
+model.backbone.out_channels = CHANNELS
+
+model.proposal_generator.head.in_channels = CHANNELS
+model.proposal_generator.anchor_generator = L(DefaultAnchorGenerator)(
+    sizes=[[16], [32], [64], [128], [256]],
+    aspect_ratios=[0.5, 1.0, 2.0],
+    strides=[4, 8, 16, 32, 64],
+    offset=0.0,
+)
+model.proposal_generator.pre_nms_topk = (1000, 500)
+model.proposal_generator.post_nms_topk = (300, 100)
+
+model.roi_heads.num_classes = 5  # the five shapes of tools/make_toy_data.py
+model.roi_heads.batch_size_per_image = 32
+for _head in model.roi_heads.box_heads:
+    _head.input_shape = ShapeSpec(channels=CHANNELS, height=7, width=7)
+    _head.conv_dims = [CHANNELS] * 4
+    _head.fc_dims = [256]
+for _predictor in model.roi_heads.box_predictors:
+    _predictor.input_shape = ShapeSpec(channels=256)
+model.roi_heads.mask_head.input_shape = ShapeSpec(channels=CHANNELS, width=14, height=14)
+model.roi_heads.mask_head.conv_dims = [CHANNELS] * 4
+
+dataloader = lsj_dataloader(
+    SIZE, "toy_coco_train", "toy_coco_val", total_batch_size=4, num_workers=1, min_scale=0.5, max_scale=1.5
+)
+
+train.output_dir = "./output/toy_det"
+train.max_iter = 300
+train.eval_period = 300
+train.checkpointer.period = 100
+train.log_period = 20
+train.seed = 0
+
+optimizer.lr = 4e-4
+optimizer.weight_decay = 0.05
+optimizer.params.lr_factor_func = partial(eva02_lr_factor, lr_decay_rate=0.9, num_layers=4)
+
+lr_multiplier.scheduler.milestones = [240, 270]
+lr_multiplier.scheduler.num_updates = train.max_iter
+lr_multiplier.warmup_length = 30 / train.max_iter
+
+test.aug.min_sizes = [160, 192, 224]
+test.aug.max_size = 320

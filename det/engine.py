@@ -1,0 +1,230 @@
+"""Training and evaluation loop for lazy configs (the body of ``tools/lazyconfig_train_net.py``).
+
+Same structure and config keys as detectron2's own lazy-config script, plus what this
+toolkit needs on top of an unmodified detectron2: CPU fallback and CPU (gloo) DDP, EVA-02
+weight loading, atomic checkpoints, model EMA (``train.model_ema.*``) and test-time
+augmentation (``test.aug.*``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import instantiate
+from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from backbone import CheckpointError, load_checkpoint, read_state_dict
+
+from .ema import EMAHook, ModelEMA
+from .tta import tta_from_config
+
+logger = logging.getLogger("detectron2")
+
+_PRECISIONS = {
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_device(cfg) -> str:
+    """``train.device``, falling back to CPU (with a warning) when CUDA is asked for but absent."""
+    device = str(cfg.train.get("device", "cuda"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("train.device=%s but CUDA is not available: running on CPU", device)
+        device = "cpu"
+    cfg.train.device = device
+    return device
+
+
+def create_ddp(model: nn.Module, device: str, *, fp16_compression: bool = False, **ddp_kwargs) -> nn.Module:
+    """DistributedDataParallel when more than one process runs; CPU (gloo) too.
+
+    detectron2's ``create_ddp_model`` always passes ``device_ids=[local_rank]``, which is a
+    CUDA-only argument; on CPU no device ids are given and fp16 gradient compression is off.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = device.startswith("cuda")
+    ddp = DistributedDataParallel(
+        model, device_ids=[comm.get_local_rank()] if on_cuda else None, **ddp_kwargs
+    )
+    if fp16_compression and on_cuda:
+        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
+
+        ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
+    return ddp
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """Writes each checkpoint to a temporary file first, so a killed run never leaves a torn one."""
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            torch.save(data, f)
+        os.replace(tmp, path)
+        self.logger.info("Saved checkpoint to %s", path)
+        self.tag_last_checkpoint(os.path.basename(path))
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Initialise from a detector checkpoint (ours or the released EVA-02 ones) or a pre-trained ViT.
+
+    The ViT part goes through ``backbone.load_checkpoint`` (naming conversion, patch-kernel and
+    position-embedding resizing); the rest of a detector checkpoint is loaded by name.
+    """
+    if not path:
+        return
+    base = model.module if isinstance(model, DistributedDataParallel) else model
+    raw = read_state_dict(path)
+    net_prefix = "backbone.net."
+    net_sd = {k[len(net_prefix) :]: v for k, v in raw.items() if k.startswith(net_prefix)}
+    if not net_sd:  # a backbone-only (pre-training) checkpoint
+        load_checkpoint(base.backbone.net, raw, strict=False)
+        return
+    load_checkpoint(base.backbone.net, net_sd, strict=False)
+    rest = {k: v for k, v in raw.items() if not k.startswith(net_prefix)}
+    target = {k: v for k, v in base.state_dict().items() if not k.startswith(net_prefix)}
+    usable = {k: v for k, v in rest.items() if k in target and v.shape == target[k].shape}
+    skipped = sorted(set(rest) - set(usable))
+    missing = sorted(set(target) - set(usable))
+    base.load_state_dict(usable, strict=False)
+    if not usable:
+        raise CheckpointError(f"{path}: no detector head tensor matches this model")
+    if skipped:
+        logger.warning(
+            "%s: %d tensors not used (name or shape differ), e.g. %s", path, len(skipped), skipped[:5]
+        )
+    if missing:
+        logger.warning("%s: %d model tensors not in the checkpoint, e.g. %s", path, len(missing), missing[:5])
+
+
+def build_ema(cfg, model: nn.Module, device: str) -> ModelEMA | None:
+    ema_cfg = cfg.train.get("model_ema", None)
+    if not ema_cfg or not ema_cfg.get("enabled", False):
+        return None
+    ema_device = str(ema_cfg.get("device", device))
+    if ema_device.startswith("cuda") and not torch.cuda.is_available():
+        ema_device = "cpu"
+    return ModelEMA(model, decay=float(ema_cfg.get("decay", 0.9999)), device=ema_device)
+
+
+def do_test(cfg, model: nn.Module, ema: ModelEMA | None = None) -> dict:
+    """Evaluate on ``dataloader.test`` with ``dataloader.evaluator``; EMA weights and TTA if configured."""
+    if cfg.dataloader.get("evaluator") is None:
+        return {}
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    loader = instantiate(cfg.dataloader.test)
+    aug = cfg.get("test", {}).get("aug", {})
+    runner = tta_from_config(cfg, model) if aug.get("enabled", False) else model
+    if ema is not None:
+        with ema.apply_to(model):
+            results = inference_on_dataset(runner, loader, evaluator)
+    else:
+        results = inference_on_dataset(runner, loader, evaluator)
+    if comm.is_main_process() and results:
+        print_csv_format(results)
+    return results
+
+
+def build_model(cfg) -> tuple[nn.Module, str]:
+    device = resolve_device(cfg)
+    model = instantiate(cfg.model)
+    model.to(device)
+    return model, device
+
+
+def _read_ema_state(path: str) -> dict | None:
+    """The ``ema_state`` entry of one of our training checkpoints, or None (with a warning)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({err})") from None
+    if isinstance(state, dict) and isinstance(state.get("ema_state"), dict):
+        return state["ema_state"]
+    logger.warning("%s has no 'ema_state' (not saved by EMA training?): evaluating its model weights", path)
+    return None
+
+
+def do_eval_only(cfg) -> dict:
+    model, device = build_model(cfg)
+    ema_cfg = cfg.train.get("model_ema", {})
+    path = cfg.train.init_checkpoint
+    ema_state = None
+    if ema_cfg.get("enabled", False) and ema_cfg.get("use_ema_weights_for_eval_only", False):
+        ema_state = _read_ema_state(path)
+    if ema_state is not None:
+        model.load_state_dict(ema_state)
+        logger.info("evaluating the EMA weights of %s", path)
+    else:
+        load_weights(model, path)
+    model = create_ddp(model, device)
+    model.eval()
+    return do_test(cfg, model)
+
+
+def do_train(cfg, resume: bool = False) -> dict:
+    model, device = build_model(cfg)
+    logger.info("Model:\n%s", model)
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+    ema = build_ema(cfg, model, device)
+
+    ddp_model = create_ddp(model, device, **cfg.train.ddp)
+    amp = cfg.train.amp.get("enabled", False)
+    if amp and not device.startswith("cuda"):
+        logger.warning("train.amp.enabled ignored on %s (mixed precision is a GPU feature here)", device)
+        amp = False
+    if amp:
+        precision = _PRECISIONS[str(cfg.train.amp.get("precision", "float16"))]
+        trainer = AMPTrainer(ddp_model, train_loader, optimizer, precision=precision)
+    else:
+        trainer = SimpleTrainer(ddp_model, train_loader, optimizer)
+    extra = {"ema_state": ema} if ema is not None else {}
+    checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer, **extra)
+
+    def test_fn() -> dict:
+        return do_test(cfg, ddp_model, ema)
+
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            EMAHook(ema, model) if ema is not None else None,
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+            if comm.is_main_process()
+            else None,
+            hooks.EvalHook(cfg.train.eval_period, test_fn),
+            hooks.PeriodicWriter(
+                default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
+            )
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+    if resume and checkpointer.has_checkpoint():
+        # The checkpoint records the iteration that just finished.
+        checkpointer.resume_or_load("", resume=True)
+        start_iter = trainer.iter + 1
+    else:
+        load_weights(model, cfg.train.init_checkpoint)
+        start_iter = 0
+    trainer.train(start_iter, cfg.train.max_iter)
+    return trainer.storage.latest() if hasattr(trainer, "storage") else {}

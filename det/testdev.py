@@ -1,0 +1,173 @@
+"""Result files for the COCO / LVIS evaluation servers (test-dev), validated before writing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.utils import comm
+
+TASKS = ("bbox", "segm")
+
+
+class SubmissionError(ValueError):
+    """A result file that the evaluation server would reject."""
+
+
+def result_file_name(testset: str, name: str) -> str:
+    """The server's naming scheme: ``detections_<testset>_<name>_results.json``."""
+    if not name or any(c in name for c in "/_ ") or not testset:
+        raise SubmissionError(f"algorithm name {name!r} must be non-empty without '/', '_' or spaces")
+    return f"detections_{testset}_{name}_results.json"
+
+
+def _check_number(value, what: str) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SubmissionError(f"{what} is {value!r}, not a finite number")
+
+
+def validate_results(
+    results: list[dict], image_info: dict, processed_image_ids: Iterable[int], task: str
+) -> None:
+    """Raise :class:`SubmissionError` naming the first problem found.
+
+    Checks: every image of ``image_info`` was processed and no other; category ids belong to
+    the dataset's own id space; boxes are finite ``[x, y, w, h]`` with ``w, h >= 0``; masks are
+    RLE (``size`` + string ``counts``) of the image's size; scores are finite and sorted
+    (descending) within each image.
+    """
+    if task not in TASKS:
+        raise SubmissionError(f"task must be one of {TASKS}, got {task!r}")
+    images = {img["id"]: img for img in image_info["images"]}
+    categories = {c["id"] for c in image_info["categories"]}
+    processed = set(processed_image_ids)
+    missing = sorted(set(images) - processed)
+    if missing:
+        raise SubmissionError(
+            f"{len(missing)} image(s) of the image-info file were not processed, e.g. {missing[:5]}"
+        )
+    extra = sorted(processed - set(images))
+    if extra:
+        raise SubmissionError(
+            f"{len(extra)} processed image(s) are not in the image-info file, e.g. {extra[:5]}"
+        )
+    last: dict[int, float] = {}
+    for i, r in enumerate(results):
+        where = f"result #{i} (image {r.get('image_id')!r})"
+        if r.get("image_id") not in images:
+            raise SubmissionError(f"{where}: image_id not in the image-info file")
+        if r.get("category_id") not in categories:
+            raise SubmissionError(
+                f"{where}: category_id {r.get('category_id')!r} is not a category of this dataset "
+                f"(valid ids: {sorted(categories)[:10]}...)"
+            )
+        _check_number(r.get("score"), f"{where}: score")
+        if r["score"] > last.get(r["image_id"], math.inf):
+            raise SubmissionError(f"{where}: scores are not sorted in descending order within the image")
+        last[r["image_id"]] = r["score"]
+        box = r.get("bbox")
+        if not isinstance(box, list) or len(box) != 4:
+            raise SubmissionError(f"{where}: bbox must be [x, y, w, h], got {box!r}")
+        for v in box:
+            _check_number(v, f"{where}: bbox value")
+        if box[2] < 0 or box[3] < 0:
+            raise SubmissionError(f"{where}: bbox {box} has negative width/height (xywh expected)")
+        if task == "segm":
+            seg = r.get("segmentation")
+            img = images[r["image_id"]]
+            if not isinstance(seg, dict) or not isinstance(seg.get("counts"), str):
+                raise SubmissionError(f"{where}: segmentation must be an RLE dict with string counts")
+            if list(seg.get("size", [])) != [img["height"], img["width"]]:
+                raise SubmissionError(
+                    f"{where}: mask size {seg.get('size')} != image size {[img['height'], img['width']]}"
+                )
+
+
+def write_submission(results: list[dict], out_dir: str | os.PathLike, file_name: str) -> Path:
+    """Write ``out_dir/file_name`` and ``out_dir/<stem>.zip`` (holding that one JSON), atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / file_name
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results))
+    os.replace(tmp, path)
+    zpath = path.with_suffix(".zip")
+    ztmp = path.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(ztmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.write(path, arcname=file_name)
+    os.replace(ztmp, zpath)
+    return path
+
+
+class TestDevWriter(DatasetEvaluator):
+    """Collects predictions over a dataset and writes one validated result file per task.
+
+    ``out_dir/<task>/detections_<testset>_<name>_results.json`` (+ ``.zip``), category ids mapped
+    back to the dataset's own ids. Works under DDP (results are gathered on the main process).
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self,
+        dataset_name: str,
+        out_dir: str | os.PathLike,
+        name: str,
+        testset: str = "test-dev2017",
+        tasks: Iterable[str] = TASKS,
+    ) -> None:
+        self.meta = MetadataCatalog.get(dataset_name)
+        if not hasattr(self.meta, "json_file"):
+            raise SubmissionError(f"dataset {dataset_name!r} has no image-info JSON (metadata.json_file)")
+        self.out_dir = Path(out_dir)
+        self.file_name = result_file_name(testset, name)
+        self.tasks = tuple(tasks)
+        self.reset()
+
+    def reset(self) -> None:
+        self._results: list[dict] = []
+        self._image_ids: list[int] = []
+
+    def process(self, inputs, outputs) -> None:
+        for inp, out in zip(inputs, outputs):
+            self._image_ids.append(inp["image_id"])
+            if "instances" in out:
+                instances = out["instances"].to("cpu")
+                self._results.extend(instances_to_coco_json(instances, inp["image_id"]))
+
+    def evaluate(self) -> dict:
+        results = list(itertools.chain(*comm.gather(self._results, dst=0)))
+        image_ids = list(itertools.chain(*comm.gather(self._image_ids, dst=0)))
+        if not comm.is_main_process():
+            return {}
+        with open(self.meta.json_file) as f:
+            info = json.load(f)
+        # detectron2 predicts contiguous class indices; the server wants the dataset's ids.
+        to_dataset = {v: k for k, v in self.meta.thing_dataset_id_to_contiguous_id.items()}
+        for r in results:
+            r["category_id"] = to_dataset[r["category_id"]]
+        results.sort(key=lambda r: (r["image_id"], -r["score"]))
+        written = {}
+        for task in self.tasks:
+            if task == "segm":
+                task_results = [r for r in results if "segmentation" in r]
+                if len(task_results) != len(results):
+                    raise SubmissionError("segm requested but the model produced no masks")
+            else:
+                task_results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+            validate_results(task_results, info, image_ids, task)
+            path = write_submission(task_results, self.out_dir / task, self.file_name)
+            written[task] = {
+                "file": str(path),
+                "detections": len(task_results),
+                "images": len(set(image_ids)),
+            }
+        return {"submission": written}

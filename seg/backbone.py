@@ -1,0 +1,126 @@
+"""The shared EVA-02 ViT as an mmseg backbone with a 4-scale feature pyramid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from mmcv.cnn import build_norm_layer
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+from torch import nn
+
+from backbone import CheckpointError, EVA02ViT, load_checkpoint
+from backbone.presets import PRESETS
+
+
+def _upsample(dim: int, norm_cfg: dict | None, twice: bool) -> nn.Module:
+    if not twice:
+        return nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, stride=2))
+    return nn.Sequential(
+        nn.ConvTranspose2d(dim, dim, 2, stride=2),
+        build_norm_layer(norm_cfg, dim)[1],
+        nn.GELU(),
+        nn.ConvTranspose2d(dim, dim, 2, stride=2),
+    )
+
+
+@MODELS.register_module()
+class EVA02(EVA02ViT, BaseModule):
+    """EVA-02 ViT returning maps of strides 4, 8, 16, 32 from the blocks in ``out_indices``.
+
+    Subclassing the shared ViT (instead of wrapping it) keeps the parameter names of the released
+    segmentation model: ``backbone.blocks.<i>...``, ``backbone.pos_embed``, ``backbone.fpn1..4``.
+    As released, block ``out_indices[k]`` feeds ``fpn{k+1}``: two 2x2 transposed convs with
+    norm + GELU (stride 4), one transposed conv (stride 8), identity (16), 2x2 max-pool (32); every
+    output keeps ``embed_dim`` channels. With patch 8 the scales are x2, x1, /2, /4.
+
+    Any input size works: the ViT pads to a multiple of the patch size, so the maps have
+    ``ceil(H / patch) * patch / stride`` rows (max-pool floors odd grids).
+
+    ``pretrained`` names a checkpoint in any layout :func:`backbone.load_checkpoint` knows; it is
+    loaded in :meth:`init_weights` (mmengine's runner calls it after building the model, which
+    would overwrite weights loaded in ``__init__``). ``pretrain_img_size`` defaults to ``img_size``
+    so that the stored position embedding is resized once at load time, as the release did.
+    """
+
+    def __init__(
+        self,
+        arch: str = "eva02_base",
+        img_size: int = 512,
+        patch_size: int = 16,
+        out_indices: Sequence[int] = (3, 5, 7, 11),
+        drop_path_rate: float = 0.1,
+        use_cls_token: bool = True,
+        pretrain_img_size: int | None = None,
+        window_size: int = 0,
+        window_block_indexes: Sequence[int] = (),
+        use_act_checkpoint: bool = False,
+        depth: int | None = None,
+        norm_cfg: dict | None = None,
+        pretrained: str | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        if arch not in PRESETS:
+            raise ValueError(f"EVA02 backbone: unknown arch {arch!r}; choose one of {sorted(PRESETS)}")
+        if len(out_indices) != 4:
+            raise ValueError(f"EVA02 backbone: out_indices needs 4 block indexes, got {list(out_indices)}")
+        if patch_size not in (8, 16):
+            raise ValueError(
+                f"EVA02 backbone: patch_size must be 16 or 8 for strides 4..32, got {patch_size}"
+            )
+        preset = dict(PRESETS[arch])
+        if depth is not None:
+            preset["depth"] = depth
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            pretrain_img_size=pretrain_img_size or img_size,
+            use_cls_token=use_cls_token,
+            window_size=window_size,
+            window_block_indexes=window_block_indexes,
+            drop_path_rate=drop_path_rate,
+            use_act_checkpoint=use_act_checkpoint,
+            **preset,
+        )
+        bad = [i for i in out_indices if not 0 <= i < self.depth]
+        if bad:
+            raise ValueError(f"EVA02 backbone: out_indices {bad} out of range for depth {self.depth}")
+        self.init_cfg = init_cfg
+        self.out_indices = tuple(out_indices)
+        self.pretrained = pretrained
+        norm_cfg = norm_cfg or dict(type="SyncBN", requires_grad=True)
+        dim = self.embed_dim
+        if patch_size == 16:
+            self.fpn1 = _upsample(dim, norm_cfg, twice=True)
+            self.fpn2 = _upsample(dim, norm_cfg, twice=False)
+            self.fpn3 = nn.Identity()
+            self.fpn4 = nn.MaxPool2d(2, stride=2)
+        else:
+            self.fpn1 = _upsample(dim, norm_cfg, twice=False)
+            self.fpn2 = nn.Identity()
+            self.fpn3 = nn.MaxPool2d(2, stride=2)
+            self.fpn4 = nn.MaxPool2d(4, stride=4)
+
+    def init_weights(self) -> None:
+        """Random init of the ViT, then the pretrained checkpoint if one is configured."""
+        EVA02ViT.init_weights(self)
+        if "fpn1" not in self._modules:  # called by the ViT constructor, before the pyramid exists
+            return
+        if self.pretrained:
+            self._load_pretrained(self.pretrained)
+        self._is_init = True
+
+    def _load_pretrained(self, path: str) -> None:
+        report = load_checkpoint(self, path, strict=False)
+        vit_missing = [k for k in report.missing if not k.startswith(("fpn1.", "fpn2.", "fpn3.", "fpn4."))]
+        if vit_missing:
+            raise CheckpointError(
+                f"{path}: {len(vit_missing)} ViT tensors missing for EVA02 backbone, e.g. {vit_missing[:5]}"
+            )
+        print_log(report.summary(), logger="current")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.forward_blocks(x, self.out_indices)
+        return tuple(op(f.contiguous()) for op, f in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), feats))

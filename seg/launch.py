@@ -1,0 +1,58 @@
+"""Config adjustments shared by tools/seg_train.py and tools/seg_test.py (no GPU, distributed)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+
+def init_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """Start a gloo process group for ``--launcher pytorch`` on a machine without CUDA.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device`` unconditionally, and its runner
+    wraps the model with ``device_ids=[LOCAL_RANK]``, which torch rejects for CPU modules. We
+    initialise the group here (the runner then skips its own ``init_dist``) and use the
+    ``DeviceAwareDDP`` wrapper. With CUDA nothing changes.
+    """
+    if launcher == "none" or torch.cuda.is_available():
+        return
+    if launcher != "pytorch":
+        raise RuntimeError(
+            f"--launcher {launcher} without CUDA is not supported; use --launcher pytorch (torchrun)"
+        )
+    missing = [
+        k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
+    ]
+    if missing:
+        raise RuntimeError(f"--launcher pytorch needs the torchrun environment; missing {missing}")
+    cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+    if not dist.is_initialized():
+        timeout = cfg.env_cfg.dist_cfg.get("timeout")
+        kwargs = {} if timeout is None else {"timeout": datetime.timedelta(seconds=timeout)}
+        dist.init_process_group(backend="gloo", **kwargs)
+    if cfg.get("model_wrapper_cfg") is None:
+        cfg.model_wrapper_cfg = dict(
+            type="DeviceAwareDDP",
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get("find_unused_parameters", False),
+        )
+
+
+def cpu_fallback_optim(cfg: Config) -> None:
+    """Use a plain ``OptimWrapper`` where a config asks for AMP but there is no GPU.
+
+    mmengine's ``AmpOptimWrapper`` refuses to start without CUDA/NPU/MLU; the released recipes
+    train in fp16, so their configs keep ``AmpOptimWrapper`` for GPUs.
+    """
+    optim = cfg.get("optim_wrapper")
+    if optim is None or torch.cuda.is_available() or optim.get("type") != "AmpOptimWrapper":
+        return
+    print_log("no CUDA device: AmpOptimWrapper replaced by OptimWrapper (fp32 on CPU)", logger="current")
+    optim["type"] = "OptimWrapper"
+    for key in ("loss_scale", "dtype", "use_fsdp"):
+        optim.pop(key, None)

@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+"""Detection speed and memory: EVA-02 backbone versus detectron2's ViTDet ViT in the same detector.
+
+    python tools/benchmark_det.py [--cases tiny,base] [--train-iters 3] [--infer-images 3] [--memory] [--amp]
+
+* ``tiny``: the toy config (192 px); ``base``: the COCO EVA-02 B 1024 px config. For each, the
+  same Cascade Mask R-CNN runs with the EVA-02 ViT and with ``detectron2.modeling.ViT`` of the
+  same width, depth, heads, window size and global blocks (ViTDet: GELU MLP x4, relative
+  position bias), reporting training iterations/s and inference s/image.
+* ``--memory``: peak memory of one ``eva02_large`` 1024 px training step with and without
+  activation checkpointing (each in a fresh process; CPU: peak RSS growth, GPU: peak allocated).
+* ``--amp``: on a GPU, training throughput in fp16 and bf16 autocast as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import make_toy_data  # noqa: E402
+import torch  # noqa: E402
+from detectron2.config import LazyCall as L  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.data import DatasetMapper  # noqa: E402
+from detectron2.data.datasets import load_coco_json  # noqa: E402
+from detectron2.modeling import ViT  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+from torch import nn  # noqa: E402
+
+import det  # noqa: E402,F401
+
+CASES = {
+    "tiny": (ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py", 192),
+    "base": (ROOT / "configs/det/coco/eva02_coco_cascade_mask_rcnn_vitdet_b_4attn_1024_lrd0p7.py", 1024),
+    "large": (ROOT / "configs/det/coco/eva02_coco_cascade_mask_rcnn_vitdet_l_4attn_1024_lrd0p8.py", 1024),
+}
+
+
+def _batch(size: int, n: int, workdir: Path) -> list[dict]:
+    make_toy_data.generate(workdir, num_train=n, num_val=1, num_test=1, size=size, max_objects=4, seed=9)
+    dicts = load_coco_json(
+        str(workdir / "toy_coco/annotations/instances_train.json"),
+        str(workdir / "toy_coco/train"),
+        dataset_name="benchmark_toy",
+    )  # maps category ids to contiguous classes
+    mapper = DatasetMapper(is_train=True, augmentations=[], image_format="RGB", use_instance_mask=True)
+    return [mapper(copy.deepcopy(d)) for d in dicts]
+
+
+def _vitdet_like(net_cfg) -> object:
+    """detectron2's ViTDet backbone with the geometry of our EVA-02 net config."""
+    return L(ViT)(
+        img_size=net_cfg.img_size,
+        patch_size=net_cfg.patch_size,
+        embed_dim=net_cfg.embed_dim,
+        depth=net_cfg.depth,
+        num_heads=net_cfg.num_heads,
+        drop_path_rate=net_cfg.drop_path_rate,
+        window_size=net_cfg.window_size,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        window_block_indexes=list(net_cfg.window_block_indexes),
+        residual_block_indexes=[],
+        use_rel_pos=True,
+        use_act_checkpoint=net_cfg.use_act_checkpoint,
+        out_feature="last_feat",
+    )
+
+
+def _model(case: str, backbone: str, device: str, act_ckpt: bool = False):
+    cfg = LazyConfig.load(str(CASES[case][0]))
+    cfg.model.backbone.net.use_act_checkpoint = act_ckpt
+    cfg.model.backbone.net.drop_path_rate = 0.0
+    if backbone == "vitdet":
+        cfg.model.backbone.net = _vitdet_like(cfg.model.backbone.net)
+    model = instantiate(cfg.model).to(device)
+    cfg.optimizer.params.model = model
+    return model, instantiate(cfg.optimizer)
+
+
+def _to(batch, device):
+    out = []
+    for d in batch:
+        d = dict(d)
+        d["instances"] = d["instances"].to(device)
+        out.append(d)
+    return out
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def train_speed(model, optimizer, batch, iters: int, device: str, amp: torch.dtype | None = None) -> float:
+    model.train()
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    with EventStorage(0):
+        times = []
+        for i in range(iters + 1):  # first iteration is warm-up
+            _sync(device)
+            t = time.perf_counter()
+            with torch.autocast(device_type=device.split(":")[0], dtype=amp, enabled=amp is not None):
+                loss = sum(model(_to(batch, device)).values())
+            optimizer.zero_grad()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            _sync(device)
+            if i:
+                times.append(time.perf_counter() - t)
+    return len(times) / sum(times)
+
+
+@torch.no_grad()
+def infer_speed(model, batch, images: int, device: str) -> float:
+    model.eval()
+    d = batch[0]
+    inp = {"image": d["image"].to(device), "height": d["image"].shape[1], "width": d["image"].shape[2]}
+    model([inp])
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(images):
+        model([inp])
+    _sync(device)
+    return (time.perf_counter() - t) / images
+
+
+def memory_step(case: str, act_ckpt: bool, device: str) -> dict:
+    """One training step in this process; peak memory of the step."""
+    with tempfile.TemporaryDirectory() as tmp:
+        batch = _batch(CASES[case][1], 1, Path(tmp))
+    model, optimizer = _model(case, "eva02", device, act_ckpt)
+    model.train()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    with EventStorage(0):
+        loss = sum(model(_to(batch, device)).values())
+        loss.backward()
+        optimizer.step()
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20  # kB -> GiB
+    return {"case": case, "act_checkpoint": act_ckpt, "device": device, "peak_GiB": round(peak, 2)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default="tiny,base")
+    p.add_argument("--train-iters", type=int, default=3)
+    p.add_argument("--infer-images", type=int, default=3)
+    p.add_argument("--batch", type=int, default=2, help="images per training step")
+    p.add_argument("--memory", action="store_true")
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--memory-step", default=None, help=argparse.SUPPRESS)  # internal: "case,act_ckpt"
+    args = p.parse_args(argv)
+    if args.memory_step:
+        case, ckpt = args.memory_step.split(",")
+        print(json.dumps(memory_step(case, ckpt == "1", args.device)))
+        return
+    rows = []
+    for case in args.cases.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            batch = _batch(CASES[case][1], args.batch, Path(tmp))
+        for backbone in ("eva02", "vitdet"):
+            torch.manual_seed(0)
+            model, optimizer = _model(case, backbone, args.device)
+            row = {
+                "case": case,
+                "backbone": backbone,
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "train_it_per_s": round(
+                    train_speed(model, optimizer, batch, args.train_iters, args.device), 4
+                ),
+                "infer_s_per_image": round(infer_speed(model, batch, args.infer_images, args.device), 3),
+            }
+            if args.amp and args.device.startswith("cuda"):
+                for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+                    row[f"train_it_per_s_{name}"] = round(
+                        train_speed(model, optimizer, batch, args.train_iters, args.device, dtype), 3
+                    )
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del model, optimizer
+        eva, vit = rows[-2], rows[-1]
+        train_ratio = vit["train_it_per_s"] / eva["train_it_per_s"]
+        print(
+            f"{case}: EVA-02 / ViTDet training time ratio {train_ratio:.3f}, "
+            f"inference time ratio {eva['infer_s_per_image'] / vit['infer_s_per_image']:.3f}",
+            flush=True,
+        )
+    if args.memory:
+        for ckpt in ("0", "1"):
+            cmd = [sys.executable, __file__, "--memory-step", f"large,{ckpt}", "--device", args.device]
+            out = (
+                subprocess.run(cmd, capture_output=True, text=True, check=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            print(out, flush=True)
+
+
+if __name__ == "__main__":
+    main()

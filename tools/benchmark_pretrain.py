@@ -1,0 +1,124 @@
+"""Pre-training step time per image and the fraction of matmul peak reached.
+
+    python tools/benchmark_pretrain.py [--model eva02_base] [--teacher-arch eva02_base_patch16_clip_224]
+        [--batch-size 4] [--steps 3] [--device cpu|cuda] [--amp none|bf16]
+
+Student: the EVA-02 preset at 224 px / patch 14 (released pre-training geometry, 105 masked patches).
+Teacher: a randomly initialised EVA-CLIP tower of the same size (weights do not change the cost).
+One step = teacher forward + student forward/backward + AdamW update. FLOPs are counted with
+``torch.utils.flop_counter``; the peak is the best of a few large square matmuls in the same dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from backbone import build_backbone  # noqa: E402
+from backbone.mim import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init  # noqa: E402
+from backbone.mim.schedule import build_optimizer  # noqa: E402
+from backbone.mim.teacher import CLIPTeacher  # noqa: E402
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of ``size``-square matmuls."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="eva02_base")
+    parser.add_argument(
+        "--teacher-arch", default="eva02_base_patch16_clip_224", help="timm EVA-CLIP architecture"
+    )
+    parser.add_argument("--teacher-dim", type=int, default=512, help="CLIP projection width of the teacher")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", choices=("none", "bf16"), default="none")
+    parser.add_argument("--act-checkpoint", action="store_true")
+    args = parser.parse_args(argv)
+    import timm
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    vit = build_backbone(args.model, use_act_checkpoint=args.act_checkpoint)
+    grid = vit.grid
+    teacher_model = timm.create_model(args.teacher_arch, pretrained=False, num_classes=args.teacher_dim)
+    patch = int(teacher_model.patch_embed.patch_size[0])
+    teacher_model = timm.create_model(
+        args.teacher_arch, pretrained=False, num_classes=args.teacher_dim, img_size=grid[0] * patch
+    )
+    teacher = CLIPTeacher(teacher_model, args.teacher_arch).to(device)
+    student = MIMStudent(vit, teacher.out_dim, stop_grad_conv1=True)
+    released_init(student)
+    student.to(device).train()
+    optimizer = build_optimizer(student, 1.5e-3, 0.05, (0.9, 0.98), 1e-6)
+    masker = BlockMaskGenerator(grid, 105, min_num_patches=16)
+    rng = np.random.default_rng(0)
+    b = args.batch_size
+    images = torch.randn(b, 3, grid[0] * vit.patch_size, grid[1] * vit.patch_size, device=device)
+    teacher_images = torch.randn(b, 3, grid[0] * patch, grid[1] * patch, device=device)
+    mask = torch.from_numpy(np.stack([masker(rng).reshape(-1) for _ in range(b)])).to(device)
+    dtype = torch.bfloat16 if args.amp == "bf16" else None
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            target = teacher(teacher_images)[mask]
+            loss = neg_cosine_loss(student(images, mask), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 3.0)
+        optimizer.step()
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()  # warm-up, and the FLOP count of one step
+    flops = counter.get_total_flops()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - start) / args.steps
+    peak = matmul_peak(device, torch.bfloat16 if dtype else torch.float32)
+    achieved = flops / seconds
+    threads = torch.get_num_threads() if device.type == "cpu" else None
+    print(
+        f"device {device}{f' ({threads} threads)' if threads else ''}, student {args.model} "
+        f"({sum(p.numel() for p in student.parameters()) / 1e6:.0f}M), teacher {args.teacher_arch} "
+        f"({sum(p.numel() for p in teacher.parameters()) / 1e6:.0f}M) at {grid[0] * patch} px, batch {b}, "
+        f"amp {args.amp}"
+    )
+    print(f"step {seconds:.3f} s = {seconds / b * 1e3:.1f} ms/image; {flops / b / 1e9:.1f} GFLOP/image")
+    print(f"achieved {achieved / 1e9:.1f} GFLOP/s; matmul peak {peak / 1e9:.1f} GFLOP/s", end=" ")
+    print(f"-> {achieved / peak:.1%} of peak")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Speed of EVA-02 UperNet next to mmseg's own BEiT / ViT backbones of the same width and depth.
+
+For each EVA-02 config the same UperNet + auxiliary head is rebuilt with mmseg's ``BEiT`` and
+``VisionTransformer`` backbones (plus mmseg's ``Feature2Pyramid`` neck for the 4 scales, which is
+what our backbone's fpn1..4 do internally) and timed on random data of the config's crop size:
+
+* training iterations per second (forward + backward + AdamW step, batch ``--batch``),
+* whole-image inference seconds per image at the crop size (mmseg's BEiT accepts no other size),
+* sliding-window inference seconds per ``--test-size`` square image (default 1.5 x crop: 2 x 2 windows).
+
+    python tools/benchmark_seg.py                                  # toy + B-512 configs, CPU
+    python tools/benchmark_seg.py --configs configs/seg/toy/upernet_eva02_tiny_toy.py --iters 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os.path as osp
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import torch  # noqa: E402
+from mmengine.config import Config, ConfigDict  # noqa: E402
+from mmengine.model import revert_sync_batchnorm  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+from mmengine.structures import PixelData  # noqa: E402
+from mmseg.registry import MODELS  # noqa: E402
+from mmseg.structures import SegDataSample  # noqa: E402
+
+import seg  # noqa: E402, F401
+
+DEFAULT_CONFIGS = (
+    "configs/seg/toy/upernet_eva02_tiny_toy.py",
+    "configs/seg/eva02/upernet_eva02_base_12_512_slide_60k.py",
+)
+
+
+def reference_backbone(kind: str, eva: dict, vit, crop: int) -> tuple[dict, dict]:
+    """mmseg ``BEiT`` or ``VisionTransformer`` config of the same width/depth/heads + pyramid neck."""
+    common = dict(
+        img_size=(crop, crop),
+        patch_size=vit.patch_size,
+        in_channels=3,
+        embed_dims=vit.embed_dim,
+        num_layers=vit.depth,
+        num_heads=vit.num_heads,
+        mlp_ratio=4,
+        out_indices=tuple(eva["out_indices"]),
+        drop_path_rate=eva.get("drop_path_rate", 0.0),
+        norm_cfg=dict(type="LN", eps=1e-6),
+    )
+    if kind == "beit":
+        backbone = dict(type="BEiT", qv_bias=True, init_values=0.1, **common)
+    else:
+        backbone = dict(
+            type="VisionTransformer", qkv_bias=True, with_cls_token=True, final_norm=False, **common
+        )
+    neck = dict(type="Feature2Pyramid", embed_dim=vit.embed_dim, rescales=[4, 2, 1, 0.5])
+    return backbone, neck
+
+
+def build(model_cfg: dict) -> torch.nn.Module:
+    model = revert_sync_batchnorm(MODELS.build(copy.deepcopy(model_cfg)))
+    model.init_weights()
+    return model
+
+
+def fake_batch(model, batch: int, size: int, num_classes: int) -> tuple[torch.Tensor, list]:
+    inputs = torch.rand(batch, 3, size, size) * 255
+    samples = []
+    for _ in range(batch):
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, size, size)))
+        s.set_metainfo(dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size)))
+        samples.append(s)
+    data = model.data_preprocessor(dict(inputs=list(inputs), data_samples=samples), training=True)
+    return data["inputs"], data["data_samples"]
+
+
+def time_train(model, batch: int, size: int, num_classes: int, iters: int, warmup: int) -> float:
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    inputs, samples = fake_batch(model, batch, size, num_classes)
+    for i in range(warmup + iters):
+        if i == warmup:
+            sync()
+            start = time.perf_counter()
+        losses = model(inputs, samples, mode="loss")
+        loss = sum(v for k, v in losses.items() if "loss" in k)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sync()
+    return iters / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def time_infer(model, mode: str, size: int, crop: int, stride: int, iters: int, warmup: int) -> float:
+    model.eval()
+    model.test_cfg = ConfigDict(mode=mode, crop_size=(crop, crop), stride=(stride, stride))
+    img = torch.rand(1, 3, size, size, device=device())
+    meta = [dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))]
+    for i in range(warmup + iters):
+        if i == warmup:
+            sync()
+            start = time.perf_counter()
+        model.inference(img, meta)
+    sync()
+    return (time.perf_counter() - start) / iters
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def bench_config(path: str, args: argparse.Namespace) -> list[dict]:
+    cfg = Config.fromfile(path)
+    model_cfg = cfg.model.to_dict()
+    crop = int(model_cfg["test_cfg"].get("crop_size", (cfg.crop_size[0],))[0])
+    stride = int(model_cfg["test_cfg"].get("stride", (crop * 2 // 3,))[0])
+    test_size = args.test_size or int(crop * 1.5)
+    eva = build(model_cfg)
+    rows = []
+    variants = [("eva02", model_cfg)]
+    for kind in ("beit", "vit"):
+        ref = copy.deepcopy(model_cfg)
+        ref["backbone"], ref["neck"] = reference_backbone(kind, model_cfg["backbone"], eva, crop)
+        variants.append((f"mmseg-{kind}", ref))
+    del eva
+    for name, mcfg in variants:
+        model = build(mcfg).to(device())
+        n_params = sum(p.numel() for p in model.parameters())
+        num_classes = mcfg["decode_head"]["num_classes"]
+        row = dict(
+            config=path,
+            backbone=name,
+            params_m=round(n_params / 1e6, 2),
+            crop=crop,
+            batch=args.batch,
+            train_it_s=round(time_train(model, args.batch, crop, num_classes, args.iters, args.warmup), 3),
+            # whole-image at the crop size: mmseg's BEiT only accepts its configured input size
+            whole_s_per_img=round(time_infer(model, "whole", crop, crop, stride, args.iters, args.warmup), 4),
+            slide_s_per_img=round(
+                time_infer(model, "slide", test_size, crop, stride, args.iters, args.warmup), 4
+            ),
+            test_size=test_size,
+            device=str(device()),
+        )
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        del model
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations per measurement")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--test-size", type=int, default=0, help="inference image side (default: 1.5 x crop)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--out", help="write all rows as JSON here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    init_default_scope("mmseg")
+    torch.manual_seed(0)
+    rows = [row for path in args.configs for row in bench_config(path, args)]
+    header = ("config", "backbone", "params(M)", "train it/s", "whole s/img", "slide s/img")
+    print("\n{:<48} {:<12} {:>9} {:>10} {:>11} {:>11}".format(*header))
+    for r in rows:
+        print(
+            f"{osp.basename(r['config'])[:48]:<48} {r['backbone']:<12} {r['params_m']:>9} "
+            f"{r['train_it_s']:>10} {r['whole_s_per_img']:>11} {r['slide_s_per_img']:>11}"
+        )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

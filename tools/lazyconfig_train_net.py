@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Train or evaluate a detector from a lazy (Python) config.
+
+Same command line as detectron2's ``tools/lazyconfig_train_net.py``::
+
+    python tools/lazyconfig_train_net.py --config-file configs/det/<config>.py \
+        [--num-gpus N --num-machines M --machine-rank R --dist-url URL] [--resume] [--eval-only] key=value ...
+
+Without a GPU it runs on CPU (``--num-gpus`` then counts CPU processes, joined with gloo).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detectron2.config import LazyConfig  # noqa: E402
+from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
+
+import det  # noqa: E402,F401  (registers datasets, applies compatibility shims)
+from det.engine import do_eval_only, do_train  # noqa: E402
+
+
+def main(args) -> dict:
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    default_setup(cfg, args)
+    if args.eval_only:
+        return do_eval_only(cfg)
+    return do_train(cfg, resume=args.resume)
+
+
+def invoke_main(argv: list[str] | None = None) -> None:
+    args = default_argument_parser().parse_args(argv)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()

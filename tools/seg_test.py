@@ -1,0 +1,103 @@
+"""Test (and visualise) a segmentor with mmseg/mmengine (same options as mmsegmentation's tools/test.py).
+
+    python tools/seg_test.py CONFIG CHECKPOINT [--tta] [--show-dir DIR] [--out DIR] [--work-dir DIR]
+    torchrun --nproc_per_node=N tools/seg_test.py CONFIG CHECKPOINT --launcher pytorch
+
+``--tta`` runs the config's ``tta_pipeline`` (multi-scale + flip) through ``tta_model``;
+``--show-dir`` writes colour-coded predictions next to the ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+from mmseg.registry import RUNNERS  # noqa: E402
+
+import seg  # noqa: E402, F401  (registers modules, safe loading of mmengine checkpoints)
+from seg.launch import init_cpu_distributed  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Test (and eval) a segmentor")
+    parser.add_argument("config", help="test config file path")
+    parser.add_argument("checkpoint", help="checkpoint file")
+    parser.add_argument("--work-dir", help="the directory to save the file containing evaluation metrics")
+    parser.add_argument(
+        "--out", type=str, help="the directory to save output prediction for offline evaluation"
+    )
+    parser.add_argument("--show", action="store_true", help="show prediction results")
+    parser.add_argument("--show-dir", help="directory where painted images will be saved")
+    parser.add_argument("--wait-time", type=float, default=2, help="the interval of show (s)")
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        help="override settings of the config, key=value (xxx=yyy format)",
+    )
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--tta", action="store_true", help="test time augmentation")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+    args = parser.parse_args(argv)
+    if "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    return args
+
+
+def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
+    hooks = cfg.default_hooks
+    if "visualization" not in hooks:
+        raise RuntimeError(
+            "--show/--show-dir need default_hooks.visualization (SegVisualizationHook) in the config"
+        )
+    vis = hooks["visualization"]
+    vis["draw"] = True
+    if args.show:
+        vis["show"] = True
+        vis["wait_time"] = args.wait_time
+    if args.show_dir:
+        cfg.visualizer["save_dir"] = args.show_dir
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    for path, what in ((args.config, "config"), (args.checkpoint, "checkpoint")):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f"{what} file not found: {path}")
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get("work_dir", None) is None:
+        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    if args.tta:
+        if "tta_pipeline" not in cfg or "tta_model" not in cfg:
+            raise KeyError(f"{args.config}: --tta needs `tta_pipeline` and `tta_model` in the config")
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if args.out is not None:
+        cfg.test_evaluator["output_dir"] = args.out
+        cfg.test_evaluator["keep_results"] = True
+    init_cpu_distributed(cfg, args.launcher)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = build_config(parse_args(argv))
+    runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+    runner.test()
+
+
+if __name__ == "__main__":
+    main()
