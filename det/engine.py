@@ -104,9 +104,9 @@ def load_weights(model: nn.Module, path: str) -> None:
     usable = {k: v for k, v in rest.items() if k in target and v.shape == target[k].shape}
     skipped = sorted(set(rest) - set(usable))
     missing = sorted(set(target) - set(usable))
-    base.load_state_dict(usable, strict=False)
-    if not usable:
+    if rest and not usable:
         raise CheckpointError(f"{path}: no detector head tensor matches this model")
+    base.load_state_dict(usable, strict=False)
     if skipped:
         logger.warning(
             "%s: %d tensors not used (name or shape differ), e.g. %s", path, len(skipped), skipped[:5]

@@ -51,10 +51,9 @@ def test_round_trip_timm_ours_eva02_ours(name, tmp_path):
     assert {"mask_token", "lm_head.weight", "rope.freqs_cos", "norm.weight"} <= set(report.dropped)
     assert torch.equal(_out(second), _out(first))
     with torch.no_grad():
-        assert torch.equal(
-            _out(second),
-            timm_model.forward_features(torch.ones(1, 3, 224, 224) * 0.3 + torch.linspace(0, 1, 224)),
-        )
+        ref = timm_model.forward_features(torch.ones(1, 3, 224, 224) * 0.3 + torch.linspace(0, 1, 224))
+    # Same weights, different kernels' summation order: equal up to float32 rounding, not bitwise.
+    assert ((_out(second) - ref).norm() / ref.norm()).item() < 1e-5
 
 
 def test_patch_14_to_16_resize_follows_the_release(tmp_path):
