@@ -2,7 +2,7 @@
 
 Same recipe as Objects365 -> COCO (EMA 0.9999, constant lr, lr 4e-5) with the LVIS changes, 70k
 iterations. Evaluated as released: EMA weights, class-wise linear soft-NMS (IoU 0.6), maskness
-0.5, up to 1000 detections per image.
+0.5, the LVIS evaluator's cap raised to 1000 detections per image.
 Init: train.init_checkpoint=eva02_L_in21k_to_o365.pth
 """
 
@@ -17,7 +17,7 @@ from ..o365_to_coco.eva02_o365_to_coco_cascade_mask_rcnn_vitdet_l_8attn_1536_lrd
     train,
 )
 
-to_lvis(dataloader, model, max_dets_per_image=1000)
+to_lvis(dataloader, model, eval_max_dets=1000)  # 300 per image from the heads, as released
 
 model.roi_heads.override_score_thresh = None  # keep the LVIS threshold 0.02
 model.roi_heads.maskness_thresh = 0.5
