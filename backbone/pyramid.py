@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -10,7 +10,9 @@ from torch import nn
 from .block import LayerNorm2d
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def _norm(kind: str | Callable[[int], nn.Module], channels: int) -> nn.Module:
+    if callable(kind):  # e.g. a framework's norm builder (mmcv SyncBN)
+        return kind(channels)
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "ln":
@@ -22,17 +24,19 @@ class SimpleFeaturePyramid(nn.Module):
     """Rescale stride-16 maps by ``scale_factors`` (4, 2, 1, 0.5 by default).
 
     x4: two 2x2 transposed convs with norm + GELU between, x2: one transposed
-    conv, x1: identity, x0.5: 2x2 max-pool, as in ViTDet and the released
-    EVA-02 segmentation backbone. ``halve_channels`` halves the width at each
-    upsampling (ViTDet); otherwise every output keeps ``dim`` channels (EVA-02
-    segmentation). ``forward`` takes one map for all scales, or one map per scale.
+    conv, x1: identity, x0.5 / x0.25: 2x2 / 4x4 max-pool, as in ViTDet and the
+    released EVA-02 segmentation backbone (whose ``fpn1..4`` are these stages, with
+    the same parameter names). ``norm`` is "bn", "ln" or a callable building a norm
+    for a channel count. ``halve_channels`` halves the width at each upsampling
+    (ViTDet); otherwise every output keeps ``dim`` channels (EVA-02 segmentation).
+    ``forward`` takes one map for all scales, or one map per scale.
     """
 
     def __init__(
         self,
         dim: int,
         scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
-        norm: str = "bn",
+        norm: str | Callable[[int], nn.Module] = "bn",
         halve_channels: bool = False,
     ) -> None:
         super().__init__()
@@ -51,13 +55,14 @@ class SimpleFeaturePyramid(nn.Module):
                 )
                 out = quarter
             elif scale == 2.0:
-                stage, out = nn.ConvTranspose2d(dim, half, 2, stride=2), half
+                stage, out = nn.Sequential(nn.ConvTranspose2d(dim, half, 2, stride=2)), half
             elif scale == 1.0:
                 stage, out = nn.Identity(), dim
-            elif scale == 0.5:
-                stage, out = nn.MaxPool2d(2, stride=2), dim
+            elif scale in (0.5, 0.25):
+                kernel = int(1 / scale)
+                stage, out = nn.MaxPool2d(kernel, stride=kernel), dim
             else:
-                raise ValueError(f"unsupported scale factor {scale} (use 4, 2, 1 or 0.5)")
+                raise ValueError(f"unsupported scale factor {scale} (use 4, 2, 1, 0.5 or 0.25)")
             stages.append(stage)
             self.out_channels.append(out)
         self.stages = nn.ModuleList(stages)

@@ -12,18 +12,8 @@ from mmseg.registry import MODELS
 from torch import nn
 
 from backbone import CheckpointError, EVA02ViT, load_checkpoint
+from backbone.pyramid import SimpleFeaturePyramid
 from backbone.presets import PRESETS
-
-
-def _upsample(dim: int, norm_cfg: dict | None, twice: bool) -> nn.Module:
-    if not twice:
-        return nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, stride=2))
-    return nn.Sequential(
-        nn.ConvTranspose2d(dim, dim, 2, stride=2),
-        build_norm_layer(norm_cfg, dim)[1],
-        nn.GELU(),
-        nn.ConvTranspose2d(dim, dim, 2, stride=2),
-    )
 
 
 @MODELS.register_module()
@@ -91,17 +81,13 @@ class EVA02(EVA02ViT, BaseModule):
         self.out_indices = tuple(out_indices)
         self.pretrained = pretrained
         norm_cfg = norm_cfg or dict(type="SyncBN", requires_grad=True)
-        dim = self.embed_dim
-        if patch_size == 16:
-            self.fpn1 = _upsample(dim, norm_cfg, twice=True)
-            self.fpn2 = _upsample(dim, norm_cfg, twice=False)
-            self.fpn3 = nn.Identity()
-            self.fpn4 = nn.MaxPool2d(2, stride=2)
-        else:
-            self.fpn1 = _upsample(dim, norm_cfg, twice=False)
-            self.fpn2 = nn.Identity()
-            self.fpn3 = nn.MaxPool2d(2, stride=2)
-            self.fpn4 = nn.MaxPool2d(4, stride=4)
+        # The shared pyramid's stages, under the released names fpn1..fpn4.
+        pyramid = SimpleFeaturePyramid(
+            self.embed_dim,
+            scale_factors=(4.0, 2.0, 1.0, 0.5) if patch_size == 16 else (2.0, 1.0, 0.5, 0.25),
+            norm=lambda channels: build_norm_layer(norm_cfg, channels)[1],
+        )
+        self.fpn1, self.fpn2, self.fpn3, self.fpn4 = pyramid.stages
 
     def init_weights(self) -> None:
         """Random init of the ViT, then the pretrained checkpoint if one is configured."""

@@ -7,7 +7,7 @@ PY=${PY:-.venv/bin/python}
 export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-$PWD/datasets}
 OUT=output/demo/det
 CFG=configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py
-ITERS=${DEMO_DET_ITERS:-200}
+ITERS=${DEMO_DET_ITERS:-800}
 
 if [ ! -f "$DETECTRON2_DATASETS/toy_coco/annotations/instances_train.json" ]; then
   "$PY" tools/make_toy_data.py --out "$DETECTRON2_DATASETS"
