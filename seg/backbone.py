@@ -9,11 +9,10 @@ from mmcv.cnn import build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
-from torch import nn
 
 from backbone import CheckpointError, EVA02ViT, load_checkpoint
-from backbone.pyramid import SimpleFeaturePyramid
 from backbone.presets import PRESETS
+from backbone.pyramid import SimpleFeaturePyramid
 
 
 @MODELS.register_module()
