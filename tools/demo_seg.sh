@@ -8,7 +8,7 @@ PY=${PY:-.venv/bin/python}
 CONFIG=configs/seg/toy/upernet_eva02_tiny_toy.py
 DATA=${DATA:-datasets}
 OUT=output/demo/seg
-ITERS=${SEG_DEMO_ITERS:-200}
+ITERS=${SEG_DEMO_ITERS:-1000}
 
 if [ ! -f "$DATA/toy_ade/classes.txt" ]; then
   "$PY" tools/make_toy_data.py --out "$DATA"
