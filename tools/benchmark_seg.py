@@ -133,7 +133,7 @@ def bench_config(path: str, args: argparse.Namespace) -> list[dict]:
     variants = [("eva02", model_cfg)]
     for kind in ("beit", "vit"):
         ref = copy.deepcopy(model_cfg)
-        ref["backbone"], ref["neck"] = reference_backbone(kind, model_cfg["backbone"], eva, crop)
+        ref["backbone"], ref["neck"] = reference_backbone(kind, model_cfg["backbone"], eva.backbone, crop)
         variants.append((f"mmseg-{kind}", ref))
     del eva
     for name, mcfg in variants:
