@@ -5,42 +5,17 @@ For the mask AP (50.7) use the ``_maskness`` variant of this config.
 Init: train.init_checkpoint=eva02_B_pt_in21k_p14to16.pt
 """
 
-from functools import partial
-
 from det.lazy_data import lsj_dataloader
-from det.lr_decay import eva02_lr_factor
+from det.recipe import set_eva02_vit, set_multistep_schedule, use_released_soft_nms
 
 from ..common.cascade_mask_rcnn_eva02 import lr_multiplier, model, optimizer, test, train  # noqa: F401
 
 dataloader = lsj_dataloader(1536, "coco_2017_train", "coco_2017_val")
-
-model.backbone.net.img_size = 1536
-model.backbone.net.patch_size = 16
-model.backbone.net.window_size = 32
-model.backbone.net.embed_dim = 768
-model.backbone.net.depth = 12
-model.backbone.net.num_heads = 12
-model.backbone.net.mlp_ratio = 4 * 2 / 3
-model.backbone.net.use_act_checkpoint = False
-model.backbone.net.drop_path_rate = 0.1
-# 1, 3, 5, 7, 9, 11 global attention
-model.backbone.net.window_block_indexes = [0, 2, 4, 6, 8, 10]
-
-model.roi_heads.use_soft_nms = True
-model.roi_heads.class_wise = True
-model.roi_heads.method = "linear"
-model.roi_heads.iou_threshold = 0.6
-model.roi_heads.override_score_thresh = 0.0
-
-optimizer.lr = 5e-5
-optimizer.params.lr_factor_func = partial(eva02_lr_factor, lr_decay_rate=0.7, num_layers=12)
-optimizer.params.overrides = {}
-optimizer.params.weight_decay_norm = None
-
-train.max_iter = 60000
-lr_multiplier.scheduler.milestones = [train.max_iter * 8 // 10, train.max_iter * 9 // 10]
-lr_multiplier.scheduler.num_updates = train.max_iter
-lr_multiplier.warmup_length = 1000 / train.max_iter
-
+set_eva02_vit(
+    model, optimizer, "B", img_size=1536, window_size=32, global_blocks=[1, 3, 5, 7, 9, 11],
+    drop_path_rate=0.1, lr=5e-5, lr_decay_rate=0.7,
+)  # fmt: skip
+set_multistep_schedule(train, lr_multiplier, max_iter=60000, warmup_iters=1000)
+use_released_soft_nms(model, score_thresh=0.0)
 dataloader.test.num_workers = 0
 dataloader.train.total_batch_size = 128

@@ -4,6 +4,7 @@ Init: train.init_checkpoint=eva02_L_pt_in21k_p14to16.pt
 """
 
 from det.lazy_data import to_lvis
+from det.recipe import set_multistep_schedule
 
 from ..coco.eva02_coco_cascade_mask_rcnn_vitdet_l_4attn_1024_lrd0p8 import (  # noqa: F401
     dataloader,
@@ -17,14 +18,8 @@ from ..coco.eva02_coco_cascade_mask_rcnn_vitdet_l_4attn_1024_lrd0p8 import (  # 
 to_lvis(dataloader, model)  # RFS 0.001, sigmoid CE + federated loss, 1203 classes, 300 dets, thresh 0.02
 
 optimizer.lr = 1e-4
-
-train.max_iter = 40000
-lr_multiplier.scheduler.milestones = [train.max_iter * 8 // 10, train.max_iter * 9 // 10]
-lr_multiplier.scheduler.num_updates = train.max_iter
-lr_multiplier.warmup_length = 1000 / train.max_iter
-
+set_multistep_schedule(train, lr_multiplier, max_iter=40000, warmup_iters=1000)
 dataloader.test.num_workers = 0
 dataloader.train.total_batch_size = 128
-
 train.eval_period = 2500
 train.checkpointer.period = 2500

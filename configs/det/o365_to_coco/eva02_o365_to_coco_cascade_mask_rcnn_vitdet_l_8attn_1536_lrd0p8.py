@@ -7,49 +7,27 @@ the same run.
 Init: train.init_checkpoint=eva02_L_m38m_to_o365.pth
 """
 
-from functools import partial
-
 from detectron2.config import LazyCall as L
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler
 
 from det.lazy_data import lsj_dataloader
-from det.lr_decay import eva02_lr_factor
+from det.recipe import set_eva02_vit, use_released_soft_nms
 
 from ..common.cascade_mask_rcnn_eva02 import model, optimizer, test, train  # noqa: F401
 
 dataloader = lsj_dataloader(1536, "coco_2017_train", "coco_2017_val")
-
-model.backbone.net.img_size = 1536
-model.backbone.net.patch_size = 16
-model.backbone.net.window_size = 16
-model.backbone.net.embed_dim = 1024
-model.backbone.net.depth = 24
-model.backbone.net.num_heads = 16
-model.backbone.net.mlp_ratio = 4 * 2 / 3
-model.backbone.net.use_act_checkpoint = True
-model.backbone.net.drop_path_rate = 0.3
-# 2, 5, 8, 11, 14, 17, 20, 23 global attention
-model.backbone.net.window_block_indexes = [i for i in range(24) if i % 3 != 2]
-
-model.roi_heads.use_soft_nms = True
-model.roi_heads.class_wise = True
-model.roi_heads.method = "linear"
-model.roi_heads.iou_threshold = 0.6
-model.roi_heads.override_score_thresh = 0.0
-
-optimizer.lr = 4e-5
-optimizer.params.lr_factor_func = partial(eva02_lr_factor, lr_decay_rate=0.8, num_layers=24)
-optimizer.params.overrides = {}
-optimizer.params.weight_decay_norm = None
+set_eva02_vit(
+    model, optimizer, "L", img_size=1536, window_size=16, global_blocks=[2, 5, 8, 11, 14, 17, 20, 23],
+    drop_path_rate=0.3, lr=4e-5, lr_decay_rate=0.8, use_act_checkpoint=True,
+)  # fmt: skip
+use_released_soft_nms(model, score_thresh=0.0)
 
 train.max_iter = 40000
-
 train.model_ema.enabled = True
 train.model_ema.device = "cuda"
 train.model_ema.decay = 0.9999
 train.model_ema.use_ema_weights_for_eval_only = True
-
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(CosineParamScheduler)(start_value=1, end_value=1),  # constant
     warmup_length=0.01,
