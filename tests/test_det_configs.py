@@ -182,3 +182,14 @@ def test_released_hyper_parameters(name):
     train_augs = cfg.dataloader.train.mapper.augmentations
     resize = next(a for a in train_augs if "ResizeScale" in str(a._target_))
     assert (resize.min_scale, resize.max_scale, resize.target_height) == (0.1, 2.0, want["img"])
+
+
+def test_recipe_rejects_unknown_size_and_blocks():
+    from det.recipe import set_eva02_vit
+
+    cfg = LazyConfig.load(str(ROOT / "coco/eva02_coco_cascade_mask_rcnn_vitdet_b_4attn_1024_lrd0p7.py"))
+    common = dict(img_size=1024, window_size=16, drop_path_rate=0.1, lr=1e-4, lr_decay_rate=0.7)
+    with pytest.raises(ValueError, match="unknown EVA-02 size 'H'"):
+        set_eva02_vit(cfg.model, cfg.optimizer, "H", global_blocks=[2], **common)
+    with pytest.raises(ValueError, match=r"global blocks \[12\] out of range for EVA-02 B"):
+        set_eva02_vit(cfg.model, cfg.optimizer, "B", global_blocks=[2, 12], **common)
