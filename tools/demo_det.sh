@@ -27,6 +27,6 @@ echo "[demo_det] training $CFG for $ITERS iterations on $(nproc) CPU core(s) -> 
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 ev = [r for r in rows if "bbox/AP" in r][-1]
-print(f"[demo_det] toy val (iteration {ev['iteration'] + 1}): box AP {ev['bbox/AP']:.1f}  AP50 {ev['bbox/AP50']:.1f}"
+print(f"[demo_det] toy val after {ev['iteration']} iterations: box AP {ev['bbox/AP']:.1f}  AP50 {ev['bbox/AP50']:.1f}"
       f"  |  mask AP {ev['segm/AP']:.1f}  AP50 {ev['segm/AP50']:.1f}")
 PYEOF
