@@ -2,6 +2,7 @@
 
     python tools/benchmark.py                    # fp32 on CPU, the README figures
     python tools/benchmark.py --device cuda      # adds bf16 autocast on a GPU
+    python tools/benchmark.py --compile          # adds a row with both models under torch.compile
 
 Every figure comes from one run, interleaving the models so that machine load
 affects them alike. FLOPs are counted by ``torch.utils.flop_counter`` (2 per
@@ -75,6 +76,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: all cores)"
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="also time timm, ours and det under torch.compile (inductor)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,26 +105,31 @@ def main() -> None:
         "| ours det 1024 (win 16, 4 global) | det % of matmul |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    variants = [("", ref.forward_features, ours.forward_tokens, det)]
+    if args.compile:
+        variants.append(
+            (" + torch.compile", torch.compile(ref.forward_features), torch.compile(ours.forward_tokens),
+             torch.compile(det))
+        )  # fmt: skip
     for label, dtype, autocast in modes:
         mm_fn, mm_flops = matmul(device, dtype)
-        # the matmul is timed inside the same interleaved loops, so load affects it alike
-        t = best_time(
-            {"timm": ref.forward_features, "ours": ours.forward_tokens, "mm": mm_fn},
-            x224,
-            args.repeats,
-            device,
-            autocast,
-        )
-        t_det = best_time({"det": det, "mm": mm_fn}, x1024, max(2, args.repeats // 2), device, autocast)
-        peak = mm_flops / min(t["mm"], t_det["mm"])
-        t_det = t_det["det"]
-        ours_fps, det_fps = flops224 / t["ours"], flops_det / t_det
-        print(
-            f"| {label} | {peak / 1e9:.0f} GFLOP/s | {t['timm'] * 1e3 / args.batch:.1f} ms/img "
-            f"| {t['ours'] * 1e3 / args.batch:.1f} ms/img | {t['ours'] / t['timm']:.3f} "
-            f"| {100 * ours_fps / peak:.0f}% ({ours_fps / 1e9:.0f} GFLOP/s) "
-            f"| {t_det * 1e3:.0f} ms/img, {flops_det / 1e9:.0f} GFLOP | {100 * det_fps / peak:.0f}% |"
-        )
+        for suffix, timm_fn, ours_fn, det_fn in variants:
+            # the matmul is timed inside the same interleaved loops, so load affects it alike
+            t = best_time(
+                {"timm": timm_fn, "ours": ours_fn, "mm": mm_fn}, x224, args.repeats, device, autocast
+            )
+            t_det = best_time(
+                {"det": det_fn, "mm": mm_fn}, x1024, max(2, args.repeats // 2), device, autocast
+            )
+            peak = mm_flops / min(t["mm"], t_det["mm"])
+            t_det = t_det["det"]
+            ours_fps, det_fps = flops224 / t["ours"], flops_det / t_det
+            print(
+                f"| {label}{suffix} | {peak / 1e9:.0f} GFLOP/s | {t['timm'] * 1e3 / args.batch:.1f} ms/img "
+                f"| {t['ours'] * 1e3 / args.batch:.1f} ms/img | {t['ours'] / t['timm']:.3f} "
+                f"| {100 * ours_fps / peak:.0f}% ({ours_fps / 1e9:.0f} GFLOP/s) "
+                f"| {t_det * 1e3:.0f} ms/img, {flops_det / 1e9:.0f} GFLOP | {100 * det_fps / peak:.0f}% |"
+            )
 
 
 if __name__ == "__main__":
