@@ -10,6 +10,8 @@
 * ``--memory``: peak memory of one ``eva02_large`` 1024 px training step with and without
   activation checkpointing (each in a fresh process; CPU: peak RSS growth, GPU: peak allocated).
 * ``--amp``: on a GPU, training throughput in fp16 and bf16 autocast as well.
+* ``--backbone-only``: forward + backward of the two backbones alone (no detector heads, whose cost
+  follows each random model's proposals and dominates at toy size).
 """
 
 from __future__ import annotations
@@ -143,6 +145,34 @@ def infer_speed(model, batch, images: int, device: str) -> float:
     return (time.perf_counter() - t) / images
 
 
+def backbone_speed(case: str, device: str, batch: int, iters: int) -> None:
+    """Seconds per forward + backward of each backbone alone, interleaved, best of ``iters``."""
+    cfg = LazyConfig.load(str(CASES[case][0]))
+    cfg.model.backbone.net.drop_path_rate = 0.0
+    nets = {
+        "eva02": instantiate(cfg.model.backbone.net).to(device).train(),
+        "vitdet": instantiate(_vitdet_like(cfg.model.backbone.net)).to(device).train(),
+    }
+    x = torch.randn(batch, 3, CASES[case][1], CASES[case][1], device=device)
+    best = {name: float("inf") for name in nets}
+    for i in range(iters + 1):  # first round is warm-up
+        for name, net in nets.items():
+            _sync(device)
+            t = time.perf_counter()
+            net(x)["last_feat"].square().mean().backward()
+            _sync(device)
+            if i:
+                best[name] = min(best[name], time.perf_counter() - t)
+    row = {
+        "case": case,
+        "device": device,
+        "batch": batch,
+        **{f"{k}_fwd_bwd_ms": round(v * 1e3, 1) for k, v in best.items()},
+    }
+    print(json.dumps(row), flush=True)
+    print(f"{case}: EVA-02 / ViTDet backbone time ratio {best['eva02'] / best['vitdet']:.3f}", flush=True)
+
+
 def memory_step(case: str, act_ckpt: bool, device: str) -> dict:
     """One training step in this process; peak memory of the step."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,11 +202,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--memory", action="store_true")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--backbone-only", action="store_true")
     p.add_argument("--memory-step", default=None, help=argparse.SUPPRESS)  # internal: "case,act_ckpt"
     args = p.parse_args(argv)
     if args.memory_step:
         case, ckpt = args.memory_step.split(",")
         print(json.dumps(memory_step(case, ckpt == "1", args.device)))
+        return
+    if args.backbone_only:
+        for case in args.cases.split(","):
+            backbone_speed(case, args.device, args.batch, args.train_iters)
         return
     rows = []
     for case in args.cases.split(","):
