@@ -292,3 +292,30 @@ def test_iou_metric_by_hand_with_labels_outside_the_metainfo(tmp_path):
     # classes 4, 5: predicted only on ignored pixels -> NaN, left out of the mean
     want = np.mean([5 / 8, 2 / 4, 2 / 4, 0.0]) * 100
     assert result["mIoU"] == pytest.approx(round(want, 2), abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "base, suffix, reduced",
+    [
+        ("ade20k.py", ".png", True),
+        ("ade20k_640x640.py", ".png", True),
+        ("coco-stuff164k.py", "_labelTrainIds.png", False),
+    ],
+)
+def test_dataset_configs_load_labels_as_their_dataset_defines(base, suffix, reduced, tmp_path):
+    """The shared pipelines leave zero-label reduction to the dataset: ADE20K shifts (0 -> 255), COCO-Stuff not."""
+    import cv2
+    from mmseg.registry import DATASETS
+
+    cfg = Config.fromfile(osp.join(ROOT, "configs/seg/_base_/datasets", base))
+    data = cfg.val_dataloader.dataset
+    img_dir, ann_dir = tmp_path / data.data_prefix.img_path, tmp_path / data.data_prefix.seg_map_path
+    img_dir.mkdir(parents=True)
+    ann_dir.mkdir(parents=True)
+    cv2.imwrite(str(img_dir / "a.jpg"), np.zeros((6, 8, 3), np.uint8))
+    raw = np.array([[0, 1, 2, 3, 4, 5, 6, 7]] * 6, np.uint8)
+    cv2.imwrite(str(ann_dir / f"a{suffix}"), raw)
+    dataset = DATASETS.build(dict(data, data_root=str(tmp_path)))
+    gt = dataset[0]["data_samples"].gt_sem_seg.data[0].numpy()
+    want = np.where(raw == 0, 255, raw.astype(np.int64) - 1) if reduced else raw
+    assert gt.shape == (6, 8) and (gt == want).all()

@@ -3,6 +3,8 @@
 # distortion; single-scale test at (2048, 512). Multi-scale + flip test (`--tta`): ratios 0.5..1.75,
 # short side never below the crop size (ShortSideAtLeastResize), both flips.
 # Layout (mmseg's): $data_root/images/{training,validation}, $data_root/annotations/{training,validation}.
+# LoadAnnotations follows the dataset's reduce_zero_label (True for ADE20KDataset), so the same
+# pipelines serve COCO-Stuff (False).
 dataset_type = "ADE20KDataset"
 data_root = "data/ade/ADEChallengeData2016"
 crop_size = (512, 512)
@@ -10,7 +12,7 @@ img_scale = (2048, 512)
 tta_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 train_pipeline = [
     dict(type="LoadImageFromFile"),
-    dict(type="LoadAnnotations", reduce_zero_label=True),
+    dict(type="LoadAnnotations"),
     dict(type="RandomResize", scale=img_scale, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=0.75),
     dict(type="RandomFlip", prob=0.5),
@@ -21,7 +23,7 @@ test_pipeline = [
     dict(type="LoadImageFromFile"),
     dict(type="Resize", scale=img_scale, keep_ratio=True),
     # annotations after the resize: the metric compares at the original resolution
-    dict(type="LoadAnnotations", reduce_zero_label=True),
+    dict(type="LoadAnnotations"),
     dict(type="PackSegInputs"),
 ]
 tta_pipeline = [
