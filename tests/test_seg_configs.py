@@ -303,7 +303,7 @@ def test_iou_metric_by_hand_with_labels_outside_the_metainfo(tmp_path):
     ],
 )
 def test_dataset_configs_load_labels_as_their_dataset_defines(base, suffix, reduced, tmp_path):
-    """Shared pipelines leave zero-label reduction to the dataset: ADE20K shifts (0 -> 255), COCO-Stuff not."""
+    """Pipelines leave zero-label reduction to the dataset: ADE20K shifts (0 -> 255), COCO-Stuff not."""
     import cv2
     from mmseg.registry import DATASETS
 
