@@ -56,3 +56,23 @@ def cpu_fallback_optim(cfg: Config) -> None:
     optim["type"] = "OptimWrapper"
     for key in ("loss_scale", "dtype", "use_fsdp"):
         optim.pop(key, None)
+
+
+def is_tta_config(cfg: Config) -> bool:
+    """True for evaluation configs whose model is already the test-time-augmentation wrapper."""
+    return cfg.get("model", {}).get("type") == "SegTTAModel"
+
+
+def prepare_determinism(cfg: Config) -> None:
+    """Before the runner: deterministic cuBLAS matmuls need a fixed workspace (set before CUDA starts)."""
+    if cfg.get("randomness", {}).get("deterministic", False) and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def relax_determinism() -> None:
+    """After the runner: mmengine's ``deterministic=True`` calls ``use_deterministic_algorithms(True)``,
+    which fails on CUDA kernels without a deterministic version (bilinear upsampling backward). The
+    released runs only fixed cuDNN's choices; keep deterministic kernels where they exist, warn elsewhere.
+    """
+    if torch.are_deterministic_algorithms_enabled() and torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)

@@ -118,7 +118,8 @@ def _name(path: str) -> str:
 @pytest.mark.parametrize("path", [p for p in CONFIGS if _name(p) in RELEASED], ids=_name)
 def test_released_hyper_parameters(path):
     cfg, want = Config.fromfile(path), RELEASED[_name(path)]
-    bb, head, aux = cfg.model.backbone, cfg.model.decode_head, cfg.model.auxiliary_head
+    model_cfg = _segmentor(cfg)
+    bb, head, aux = model_cfg.backbone, model_cfg.decode_head, model_cfg.auxiliary_head
     assert (bb.arch, bb.img_size, bb.patch_size, tuple(bb.out_indices), bb.drop_path_rate) == (
         want["arch"],
         want["img"],
@@ -143,8 +144,8 @@ def test_released_hyper_parameters(path):
     assert aux.loss_decode.loss_weight == 0.4 and head.loss_decode.loss_weight == 1.0
     assert head.dropout_ratio == aux.dropout_ratio == 0.1
     crop = (want["img"], want["img"])
-    assert cfg.model.test_cfg == dict(mode="slide", crop_size=crop, stride=(want["stride"],) * 2)
-    assert tuple(cfg.model.data_preprocessor.size) == crop and cfg.model.data_preprocessor.seg_pad_val == 255
+    assert model_cfg.test_cfg == dict(mode="slide", crop_size=crop, stride=(want["stride"],) * 2)
+    assert tuple(model_cfg.data_preprocessor.size) == crop and model_cfg.data_preprocessor.seg_pad_val == 255
     ow = cfg.optim_wrapper
     assert (ow.type, ow.constructor) == ("AmpOptimWrapper", "EVA02LayerDecayOptimizerConstructor")
     assert ow.optimizer == dict(type="AdamW", lr=want["lr"], betas=(0.9, 0.999), weight_decay=0.05)
@@ -162,16 +163,22 @@ def test_released_hyper_parameters(path):
     assert ratios == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 
 
+def _segmentor(cfg: Config) -> ConfigDict:
+    """The segmentor of a config; evaluation configs wrap it in the test-time-augmentation model."""
+    return cfg.model.module if cfg.model.type == "SegTTAModel" else cfg.model
+
+
 def _small(cfg: Config) -> Config:
     """Depth-reduced copy for CPU: 2 blocks, 64 px crops, narrow heads; backbone widths as configured."""
-    cfg.model.backbone.depth = 2
-    cfg.model.backbone.out_indices = (0, 0, 1, 1)
-    cfg.model.backbone.img_size = 64
-    cfg.model.data_preprocessor.size = (64, 64)
-    cfg.model.test_cfg = dict(mode="slide", crop_size=(64, 64), stride=(43, 43))
+    model = _segmentor(cfg)
+    model.backbone.depth = 2
+    model.backbone.out_indices = (0, 0, 1, 1)
+    model.backbone.img_size = 64
+    model.data_preprocessor.size = (64, 64)
+    model.test_cfg = dict(mode="slide", crop_size=(64, 64), stride=(43, 43))
     # narrow heads: the configured 768..1536-channel UperNet convs cost ~30 s per CPU step
-    cfg.model.decode_head.channels = 32
-    cfg.model.auxiliary_head.channels = 16
+    model.decode_head.channels = 32
+    model.auxiliary_head.channels = 16
     cpu_fallback_optim(cfg)
     return cfg
 
@@ -190,10 +197,10 @@ def _batch(n: int, h: int, w: int, num_classes: int):
 @pytest.mark.parametrize("path", CONFIGS, ids=_name)
 def test_config_builds_trains_and_infers(path):
     cfg = _small(Config.fromfile(path))
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model = revert_sync_batchnorm(MODELS.build(_segmentor(cfg)))
     model.init_weights()
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
-    num_classes = cfg.model.decode_head.num_classes
+    num_classes = _segmentor(cfg).decode_head.num_classes
     before = model.backbone.blocks[0].attn.qkv.weight.detach().clone()
     model.train()
     losses = model.train_step(_batch(2, 64, 64, num_classes), optim)
@@ -319,3 +326,50 @@ def test_dataset_configs_load_labels_as_their_dataset_defines(base, suffix, redu
     gt = dataset[0]["data_samples"].gt_sem_seg.data[0].numpy()
     want = np.where(raw == 0, 255, raw.astype(np.int64) - 1) if reduced else raw
     assert gt.shape == (6, 8) and (gt == want).all()
+
+
+RELEASED_PATHS = [p for p in CONFIGS if _name(p) in RELEASED]
+
+
+@pytest.mark.parametrize("path", RELEASED_PATHS, ids=_name)
+def test_released_configs_seed_zero_deterministic(path):
+    # the released logs: "Set random seed to 0, deterministic: True"
+    cfg = Config.fromfile(path)
+    assert cfg.randomness == dict(seed=0, deterministic=True)
+    assert cfg.env_cfg.cudnn_benchmark is False
+
+
+def test_ms_eval_config_tests_multi_scale_and_flip_without_flags(tmp_path):
+    """The ms-eval config itself is the released protocol: TTA wrapper, 6 scales x 2 flips, slide."""
+    import cv2
+
+    from seg.launch import is_tta_config
+
+    cfg = Config.fromfile(osp.join(ROOT, "configs/seg/eva02/upernet_eva02_large_24_512_slide_ms_eval.py"))
+    assert is_tta_config(cfg) and cfg.model.module.type == "EncoderDecoder"
+    assert cfg.model.module.test_cfg.mode == "slide"
+    assert not is_tta_config(Config.fromfile(CONFIGS[0]))
+    pipeline = [TRANSFORMS.build(t) for t in cfg.test_dataloader.dataset.pipeline]
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((300, 400, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "a.png"), np.ones((300, 400), np.uint8))
+    results = dict(img_path=str(tmp_path / "a.jpg"), seg_map_path=str(tmp_path / "a.png"))
+    results.update(reduce_zero_label=True, seg_fields=[])
+    for t in pipeline:
+        results = t(results)
+    views = [(tuple(s.metainfo["img_shape"]), s.metainfo["flip"]) for s in results["data_samples"]]
+    # short side max(int(512 r), 512), long side by the 4:3 aspect ratio; each scale unflipped and flipped
+    shorts = [max(int(512 * r), 512) for r in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)]
+    want = [((s, int(s * 4 / 3 + 0.5)), flip) for s in shorts for flip in (False, True)]
+    assert views == want
+
+
+def test_seg_train_refuses_an_evaluation_config():
+    import subprocess
+    import sys
+
+    path = "configs/seg/eva02/upernet_eva02_large_24_512_slide_ms_eval.py"
+    run = subprocess.run(
+        [sys.executable, "tools/seg_train.py", path], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode != 0
+    assert f"{path} is an evaluation config" in run.stderr

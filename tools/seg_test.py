@@ -17,11 +17,17 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from mmseg.registry import RUNNERS  # noqa: E402
 
 import seg  # noqa: E402, F401  (registers modules, safe loading of mmengine checkpoints)
-from seg.launch import init_cpu_distributed  # noqa: E402
+from seg.launch import (  # noqa: E402
+    init_cpu_distributed,
+    is_tta_config,
+    prepare_determinism,
+    relax_determinism,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,7 +86,9 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
-    if args.tta:
+    if args.tta and is_tta_config(cfg):
+        print_log(f"{args.config} already tests with multi-scale + flip: --tta changes nothing", "current")
+    elif args.tta:
         if "tta_pipeline" not in cfg or "tta_model" not in cfg:
             raise KeyError(f"{args.config}: --tta needs `tta_pipeline` and `tta_model` in the config")
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
@@ -90,12 +98,14 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.test_evaluator["output_dir"] = args.out
         cfg.test_evaluator["keep_results"] = True
     init_cpu_distributed(cfg, args.launcher)
+    prepare_determinism(cfg)
     return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = build_config(parse_args(argv))
     runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+    relax_determinism()
     runner.test()
 
 

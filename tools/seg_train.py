@@ -23,7 +23,13 @@ from mmengine.runner import Runner  # noqa: E402
 from mmseg.registry import RUNNERS  # noqa: E402
 
 import seg  # noqa: E402, F401  (registers modules, safe loading of mmengine checkpoints)
-from seg.launch import cpu_fallback_optim, init_cpu_distributed  # noqa: E402
+from seg.launch import (  # noqa: E402
+    cpu_fallback_optim,
+    init_cpu_distributed,
+    is_tta_config,
+    prepare_determinism,
+    relax_determinism,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +63,11 @@ def build_config(args: argparse.Namespace) -> Config:
     if not osp.isfile(args.config):
         raise FileNotFoundError(f"config file not found: {args.config}")
     cfg = Config.fromfile(args.config)
+    if is_tta_config(cfg):
+        raise ValueError(
+            f"{args.config} is an evaluation config (its model is the SegTTAModel wrapper); "
+            "train with the config it is based on"
+        )
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -78,12 +89,14 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.resume = args.resume
     cpu_fallback_optim(cfg)
     init_cpu_distributed(cfg, args.launcher)
+    prepare_determinism(cfg)
     return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = build_config(parse_args(argv))
     runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+    relax_determinism()
     runner.train()
 
 
