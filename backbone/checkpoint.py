@@ -101,8 +101,8 @@ def load_checkpoint(
     """Load any known EVA-02 checkpoint layout into ``model`` and return a report.
 
     The patch kernel and the position embedding are resized to the model's
-    geometry; a cls slot in the position embedding is dropped when the model
-    has no cls token. Tensors outside a backbone (pre-training and CLIP heads,
+    geometry; the cls token and the cls slot of the position embedding are
+    dropped when the model has no cls token. Tensors outside a backbone (pre-training and CLIP heads,
     final norms, RoPE buffers) are dropped and listed in the report. With
     ``strict`` every backbone tensor must be found and every other tensor must
     have a slot; without it at least half must be found (so that a foreign
@@ -130,6 +130,9 @@ def load_checkpoint(
     target = model.state_dict()
     ready: StateDict = {}
     for key, value in sd.items():
+        if key == "cls_token" and model.cls_token is None:  # pre-trained ViT -> detector: dropped, as released
+            report.dropped.append(key)
+            continue
         if key not in target:
             report.unexpected.append(key)
             continue

@@ -41,8 +41,10 @@ class EVA02ViT(nn.Module):
         ``rope_ref_grid / configured grid`` per token. Inputs larger than
         ``img_size`` stretch the position embedding to their own grid.
         ``"stretch"`` maps every input onto the reference grid, as timm's
-        ``dynamic_img_size`` does. Both equal the released model at
-        ``img_size``.
+        ``dynamic_img_size`` does; equal to timm at other sizes only with
+        ``pos_embed_antialias=True`` (timm resamples with antialiasing, a
+        different bicubic filter even when enlarging). Both rules equal the
+        released model at ``img_size``.
       * Window blocks use windows of ``window_size`` tokens (grid padded with
         zeros) with RoPE of that window, positions advancing by
         ``rope_ref_grid / window_size``, as released.

@@ -7,7 +7,10 @@ blocks for the numerical comparison; every other dimension is the tower's.
 """
 
 import functools
+import importlib.util
 import logging
+import os
+import sys
 
 import pytest
 import timm
@@ -244,3 +247,51 @@ def test_layer_scale_has_no_slot_and_fails_under_strict(caplog):
         report = load_checkpoint(_ours("L/14-336"), sd, strict=False)
     assert report.unexpected == ["blocks.0.gamma_1"]
     assert any(r.levelno == logging.WARNING and "blocks.0.gamma_1" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------------------ conversion
+def _convert_tool():
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools/convert_checkpoint.py"
+    )
+    spec = importlib.util.spec_from_file_location("convert_checkpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["convert_checkpoint"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conversion_carries_the_inner_norm_to_every_layout():
+    """An EVA-CLIP release tower converted to timm / eva02 / det / seg still computes the tower."""
+    cc = _convert_tool()
+    name, _, _, depth = TOWERS["B/16"]
+    sd = eva_clip_release_checkpoint("B/16", depth)
+    direct = _ours("B/16")
+    load_checkpoint(direct, sd)
+
+    out, report = cc.convert(sd, "timm")
+    assert report.kind == "EVA-CLIP" and report.model.startswith("custom (width 768, depth 2")
+    assert torch.equal(out["blocks.1.attn.norm.bias"], sd["visual.blocks.1.attn.inner_attn_ln.bias"])
+    tower = timm.create_model(name, pretrained=False, depth=depth, num_classes=0).eval()
+    result = tower.load_state_dict(out, strict=False)  # all but the final norm, which is not converted
+    assert not result.unexpected_keys and set(result.missing_keys) == {"norm.weight", "norm.bias"}
+    _assert_equals_tower(direct, tower, 224)
+
+    x = torch.randn(1, 3, 64, 64)  # ours against ours from here: any input size will do
+    with torch.no_grad():
+        expected = direct.forward_tokens(x)
+    back, report = cc.convert(out, "eva02")  # timm -> release names -> ours
+    assert report.layout == "timm" and "blocks.0.attn.inner_attn_ln.weight" in back["model"]
+    model = _ours("B/16")
+    for converted in (back, cc.convert(sd, "seg")[0]):
+        load_checkpoint(model, converted)
+        with torch.no_grad():
+            assert torch.equal(model.forward_tokens(x), expected)
+
+    det, _ = cc.convert(sd, "det")
+    assert "backbone.net.blocks.0.attn.inner_attn_ln.weight" in det["model"]
+    net, ref = _ours("B/16", use_cls_token=False), _ours("B/16", use_cls_token=False)
+    load_checkpoint(net, det)
+    load_checkpoint(ref, sd)
+    with torch.no_grad():
+        assert torch.equal(net.forward_tokens(x), ref.forward_tokens(x))
