@@ -102,14 +102,15 @@ def load_checkpoint(
 
     The patch kernel and the position embedding are resized to the model's
     geometry; the cls token and the cls slot of the position embedding are
-    dropped when the model has no cls token. Tensors outside a backbone (pre-training and CLIP heads,
-    final norms, RoPE buffers) are dropped and listed in the report. With
-    ``strict`` every backbone tensor must be found and every other tensor must
-    have a slot; without it at least half must be found (so that a foreign
-    checkpoint never silently leaves the model random) and tensors without a
-    slot are logged as warnings. In both modes a model of another size or of
-    another attention type (an EVA-02-CLIP tower's inner attention LayerNorm on
-    one side only) is refused, since it would compute a different network.
+    dropped when the model has no cls token. Tensors outside a backbone
+    (pre-training and CLIP heads, final norms, RoPE buffers) are dropped and
+    listed in the report. With ``strict`` every backbone tensor must be found
+    and every other tensor must have a slot; without it at least half must be
+    found (so that a foreign checkpoint never silently leaves the model random)
+    and tensors without a slot are logged as warnings. In both modes a model of
+    another size or of another attention type (an EVA-02-CLIP tower's inner
+    attention LayerNorm on one side only) is refused: it would compute a
+    different network.
     """
     source = "<state dict>" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
     raw = (
@@ -130,7 +131,7 @@ def load_checkpoint(
     target = model.state_dict()
     ready: StateDict = {}
     for key, value in sd.items():
-        if key == "cls_token" and model.cls_token is None:  # pre-trained ViT -> detector: dropped, as released
+        if key == "cls_token" and model.cls_token is None:  # pre-trained ViT -> detector, as released
             report.dropped.append(key)
             continue
         if key not in target:
@@ -179,7 +180,7 @@ def _check_architecture(model: EVA02ViT, sd: StateDict, raw: StateDict, source: 
     patch = sd.get("patch_embed.proj.weight")
     depth = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.")), default=-1)
     width = patch.shape[0] if patch is not None else None
-    inner = any(_INNER_LN.search(k) for k in sd)
+    inner = any(_INNER_LN.match(k) for k in sd)
     model_inner = any(blk.attn.inner_attn_ln is not None for blk in model.blocks)
     seen = infer_preset(width or 0, depth, inner) or "an unknown size"
     mine = infer_preset(model.embed_dim, model.depth, model_inner) or "custom"
