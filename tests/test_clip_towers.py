@@ -264,34 +264,36 @@ def _convert_tool():
 def test_conversion_carries_the_inner_norm_to_every_layout():
     """An EVA-CLIP release tower converted to timm / eva02 / det / seg still computes the tower."""
     cc = _convert_tool()
-    name, _, _, depth = TOWERS["B/16"]
-    sd = eva_clip_release_checkpoint("B/16", depth)
-    direct = _ours("B/16")
-    load_checkpoint(direct, sd)
+    name, preset, _, _ = TOWERS["B/16"]
+    sd = eva_clip_release_checkpoint("B/16", depth=1)
+    ours = build_backbone(preset, depth=1).eval()
+    load_checkpoint(ours, sd)
 
     out, report = cc.convert(sd, "timm")
-    assert report.kind == "EVA-CLIP" and report.model.startswith("custom (width 768, depth 2")
-    assert torch.equal(out["blocks.1.attn.norm.bias"], sd["visual.blocks.1.attn.inner_attn_ln.bias"])
-    tower = timm.create_model(name, pretrained=False, depth=depth, num_classes=0).eval()
+    assert report.kind == "EVA-CLIP" and report.model.startswith("custom (width 768, depth 1")
+    assert torch.equal(out["blocks.0.attn.norm.bias"], sd["visual.blocks.0.attn.inner_attn_ln.bias"])
+    tower = timm.create_model(name, pretrained=False, depth=1, num_classes=0).eval()
     result = tower.load_state_dict(out, strict=False)  # all but the final norm, which is not converted
     assert not result.unexpected_keys and set(result.missing_keys) == {"norm.weight", "norm.bias"}
-    _assert_equals_tower(direct, tower, 224)
+    _assert_equals_tower(ours, tower, 224)
 
-    x = torch.randn(1, 3, 64, 64)  # ours against ours from here: any input size will do
+    # Ours against ours from here (any input size will do): every load overwrites every tensor.
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        expected = direct.forward_tokens(x)
+        expected = ours.forward_tokens(x)
     back, report = cc.convert(out, "eva02")  # timm -> release names -> ours
     assert report.layout == "timm" and "blocks.0.attn.inner_attn_ln.weight" in back["model"]
-    model = _ours("B/16")
     for converted in (back, cc.convert(sd, "seg")[0]):
-        load_checkpoint(model, converted)
+        load_checkpoint(ours, converted)
         with torch.no_grad():
-            assert torch.equal(model.forward_tokens(x), expected)
+            assert torch.equal(ours.forward_tokens(x), expected)
 
     det, _ = cc.convert(sd, "det")
     assert "backbone.net.blocks.0.attn.inner_attn_ln.weight" in det["model"]
-    net, ref = _ours("B/16", use_cls_token=False), _ours("B/16", use_cls_token=False)
-    load_checkpoint(net, det)
-    load_checkpoint(ref, sd)
+    net = build_backbone(preset, depth=1, use_cls_token=False).eval()
+    load_checkpoint(net, sd)
     with torch.no_grad():
-        assert torch.equal(net.forward_tokens(x), ref.forward_tokens(x))
+        expected = net.forward_tokens(x)
+    load_checkpoint(net, det)
+    with torch.no_grad():
+        assert torch.equal(net.forward_tokens(x), expected)
