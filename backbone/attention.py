@@ -17,9 +17,22 @@ class Attention(nn.Module):
     q, k and v are computed by one fused projection (one large matmul is
     faster than three); only q and v carry a bias, as released. Checkpoint
     conversion splits and joins the projections for the other layouts.
+
+    ``inner_norm`` adds the LayerNorm of the EVA-02-CLIP towers on the
+    attention output, before the output projection (``inner_attn_ln`` in
+    the EVA-CLIP release, ``attn.norm`` in timm). The MIM-pre-trained EVA-02
+    models have none.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, impl: str = "sdpa") -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        impl: str = "sdpa",
+        inner_norm: bool = False,
+        norm_eps: float = 1e-6,
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
@@ -31,6 +44,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        # None rather than nn.Identity: the default model pays no extra call.
+        self.inner_attn_ln = nn.LayerNorm(dim, eps=norm_eps) if inner_norm else None
         self.proj = nn.Linear(dim, dim)
 
     def _qkv_bias(self) -> torch.Tensor | None:
@@ -46,8 +61,10 @@ class Attention(nn.Module):
         if rope is not None:
             qk = apply_rope(qk, *rope)
         q, k = qk.unbind(0)
-        x = self._attend(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+        x = self._attend(q, k, v).transpose(1, 2).reshape(b, n, c)
+        if self.inner_attn_ln is not None:
+            x = self.inner_attn_ln(x)
+        return self.proj(x)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.impl == "sdpa":

@@ -43,11 +43,12 @@ class Block(nn.Module):
         norm_eps: float = 1e-6,
         attn_impl: str = "sdpa",
         residual_conv: bool = False,
+        inner_attn_norm: bool = False,
     ) -> None:
         super().__init__()
         self.window_size = window_size
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, impl=attn_impl)
+        self.attn = Attention(dim, num_heads, impl=attn_impl, inner_norm=inner_attn_norm, norm_eps=norm_eps)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = SwiGLU(dim, mlp_hidden_dim, sub_ln=sub_ln, eps=norm_eps)

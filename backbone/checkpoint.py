@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -13,12 +14,15 @@ import torch
 
 from .convert import StateDict, to_internal
 from .pos_embed import resize_patch_kernel, resize_pos_grid, split_prefix
-from .presets import infer_preset
+from .presets import PRESETS, infer_preset
 from .vit import EVA02ViT
 
 logger = logging.getLogger(__name__)
 
 _WRAPPERS = ("model", "module", "state_dict", "model_state")
+_INNER_LN = re.compile(r"^blocks\.\d+\.attn\.inner_attn_ln\.")
+# The inner attention LayerNorm under any layout's name (release, timm) and prefix.
+_INNER_LN_ANY = re.compile(r"blocks\.\d+\.attn\.(inner_attn_ln|norm)\.weight$")
 
 
 class CheckpointError(ValueError):
@@ -97,10 +101,16 @@ def load_checkpoint(
     """Load any known EVA-02 checkpoint layout into ``model`` and return a report.
 
     The patch kernel and the position embedding are resized to the model's
-    geometry; a cls slot in the position embedding is dropped when the model
-    has no cls token. With ``strict`` every backbone tensor must be found;
-    without it at least half must be, so that a foreign checkpoint never
-    silently leaves the model random. A model of another size is refused.
+    geometry; the cls token and the cls slot of the position embedding are
+    dropped when the model has no cls token. Tensors outside a backbone
+    (pre-training and CLIP heads, final norms, RoPE buffers) are dropped and
+    listed in the report. With ``strict`` every backbone tensor must be found
+    and every other tensor must have a slot; without it at least half must be
+    found (so that a foreign checkpoint never silently leaves the model random)
+    and tensors without a slot are logged as warnings. In both modes a model of
+    another size or of another attention type (an EVA-02-CLIP tower's inner
+    attention LayerNorm on one side only) is refused: it would compute a
+    different network.
     """
     source = "<state dict>" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
     raw = (
@@ -116,11 +126,14 @@ def load_checkpoint(
         (k[: -len("patch_embed.proj.weight")] for k in raw if k.endswith("patch_embed.proj.weight")), ""
     )
     report = LoadReport(source, layout, prefix, dropped=sorted(dropped))
-    _check_size(model, sd, source)
+    _check_architecture(model, sd, raw, source)
 
     target = model.state_dict()
     ready: StateDict = {}
     for key, value in sd.items():
+        if key == "cls_token" and model.cls_token is None:  # pre-trained ViT -> detector, as released
+            report.dropped.append(key)
+            continue
         if key not in target:
             report.unexpected.append(key)
             continue
@@ -142,6 +155,16 @@ def load_checkpoint(
         raise CheckpointError(
             f"{source}: {len(report.missing)} backbone tensors missing, e.g. {report.missing[:5]}"
         )
+    if report.unexpected:
+        shown = [prefix + k for k in report.unexpected[:5]]
+        if strict:
+            raise CheckpointError(
+                f"{source}: {len(report.unexpected)} checkpoint tensors have no slot in the model, "
+                f"e.g. {shown} (strict=False loads the rest and ignores them)"
+            )
+        logger.warning(
+            "%s: %d tensors without a slot ignored, e.g. %s", source, len(report.unexpected), shown
+        )
     if len(ready) < 0.5 * len(target):
         raise CheckpointError(
             f"{source}: only {len(ready)} of {len(target)} backbone tensors match; "
@@ -152,17 +175,38 @@ def load_checkpoint(
     return report
 
 
-def _check_size(model: EVA02ViT, sd: StateDict, source: str) -> None:
+def _check_architecture(model: EVA02ViT, sd: StateDict, raw: StateDict, source: str) -> None:
+    """Refuse a checkpoint of another width, depth or attention type than ``model``."""
     patch = sd.get("patch_embed.proj.weight")
     depth = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("blocks.")), default=-1)
     width = patch.shape[0] if patch is not None else None
+    inner = any(_INNER_LN.match(k) for k in sd)
+    model_inner = any(blk.attn.inner_attn_ln is not None for blk in model.blocks)
+    seen = infer_preset(width or 0, depth, inner) or "an unknown size"
+    mine = infer_preset(model.embed_dim, model.depth, model_inner) or "custom"
     if width != model.embed_dim or depth != model.depth:
-        seen = infer_preset(width or 0, depth) or "an unknown size"
-        mine = infer_preset(model.embed_dim, model.depth) or "custom"
         raise CheckpointError(
             f"{source}: checkpoint is {seen} (width {width}, depth {depth}) but the model is {mine} "
             f"(width {model.embed_dim}, depth {model.depth})"
         )
+    if inner and not model_inner:
+        key = next(k for k in raw if _INNER_LN_ANY.search(k))
+        raise CheckpointError(
+            f"{source}: checkpoint is an EVA-02-CLIP vision tower ({seen}): its attention has an inner "
+            f"LayerNorm ('{key}') that the model ({mine}) has no slot for, and without it the model "
+            "computes a different network. Build the backbone with inner_attn_norm=True (presets "
+            f"{', '.join(_clip_presets())})."
+        )
+    if model_inner and not inner:
+        raise CheckpointError(
+            f"{source}: the model ({mine}) has an inner attention LayerNorm (inner_attn_norm=True, an "
+            f"EVA-02-CLIP tower) but the checkpoint ({seen}) has none: build the backbone with "
+            "inner_attn_norm=False for this checkpoint."
+        )
+
+
+def _clip_presets() -> list[str]:
+    return [name for name, cfg in PRESETS.items() if cfg.get("inner_attn_norm")]
 
 
 def _fit_pos_embed(value: torch.Tensor, model: EVA02ViT) -> torch.Tensor:

@@ -1,13 +1,16 @@
 """Pure state-dict conversions between checkpoint layouts.
 
 Layouts:
-  ``internal`` this toolkit: fused ``attn.qkv`` + ``q_bias``/``v_bias``,
-               packed SwiGLU ``mlp.w12`` (gate first), optional ``mlp.ffn_ln``, ``mlp.w3``.
+  ``internal`` this toolkit: fused ``attn.qkv`` + ``q_bias``/``v_bias``, optional
+               ``attn.inner_attn_ln``, packed SwiGLU ``mlp.w12`` (gate first), optional
+               ``mlp.ffn_ln``, ``mlp.w3``.
   ``eva02``    the original release. Tiny/small use the internal names; base/large have
                ``attn.{q,k,v}_proj.weight`` + ``q_bias``/``v_bias`` and ``mlp.w1``/``w2``/``ffn_ln``/``w3``.
                MIM checkpoints add ``mask_token``, ``lm_head``, ``norm``; RoPE buffers may be present.
+               The EVA-02-CLIP towers (``visual.``) are base/large with ``attn.inner_attn_ln``.
   ``timm``     timm's ``Eva``: tiny/small ``attn.qkv`` + ``q_bias``/``v_bias``, ``mlp.fc1``/``fc2``;
-               base/large ``attn.{q,k,v}_proj`` (q/v with bias), ``mlp.fc1_g``/``fc1_x``/``norm``/``fc2``.
+               base/large ``attn.{q,k,v}_proj`` (q/v with bias), ``mlp.fc1_g``/``fc1_x``/``norm``/``fc2``;
+               the CLIP towers add ``attn.norm`` (OpenCLIP keeps them under ``visual.trunk.``).
 Prefixes from wrappers (``module.``, ``visual.`` of EVA-CLIP, ``backbone.net.`` of detectron2,
 ``backbone.`` of mmseg, ...) are found and stripped by :func:`strip_prefix`.
 """
@@ -92,6 +95,7 @@ def _rename_leaf(layout: str, part: str, leaf: str) -> str:
     if part == "attn":
         if layout == "timm":
             leaf = {"q_proj.bias": "q_bias", "v_proj.bias": "v_bias"}.get(leaf, leaf)
+            leaf = re.sub(r"^norm\.", "inner_attn_ln.", leaf)
         if leaf in ("q_proj.weight", "k_proj.weight", "v_proj.weight"):
             return "@" + leaf[0]
         return "attn." + leaf
@@ -146,6 +150,8 @@ def _split_leaf(layout: str, sub_ln: bool, part: str, leaf: str, value: Tensor) 
             return {"attn.q_proj.weight": q, "attn.k_proj.weight": k, "attn.v_proj.weight": v}
         if sub_ln and layout == "timm" and leaf in ("q_bias", "v_bias"):
             return {f"attn.{leaf[0]}_proj.bias": value}
+        if layout == "timm" and leaf.startswith("inner_attn_ln."):
+            return {"attn.norm." + leaf[len("inner_attn_ln.") :]: value}
         return {"attn." + leaf: value}
     if leaf.startswith("w12.") and (sub_ln or layout == "timm"):
         if not sub_ln:  # timm packs tiny/small the same way, under another name

@@ -25,6 +25,9 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 class EVA02ViT(nn.Module):
     """Plain ViT with SwiGLU, optional sub-LN, 2D RoPE and window/global attention.
 
+    ``inner_attn_norm`` adds the LayerNorm that the EVA-02-CLIP vision towers
+    have inside attention, before the output projection.
+
     Geometry:
       * ``img_size`` is the configured input size. Inputs of any size work:
         they are zero-padded to a multiple of the patch size.
@@ -38,8 +41,10 @@ class EVA02ViT(nn.Module):
         ``rope_ref_grid / configured grid`` per token. Inputs larger than
         ``img_size`` stretch the position embedding to their own grid.
         ``"stretch"`` maps every input onto the reference grid, as timm's
-        ``dynamic_img_size`` does. Both equal the released model at
-        ``img_size``.
+        ``dynamic_img_size`` does; equal to timm at other sizes only with
+        ``pos_embed_antialias=True`` (timm resamples with antialiasing, a
+        different bicubic filter even when enlarging). Both rules equal the
+        released model at ``img_size``.
       * Window blocks use windows of ``window_size`` tokens (grid padded with
         zeros) with RoPE of that window, positions advancing by
         ``rope_ref_grid / window_size``, as released.
@@ -55,6 +60,7 @@ class EVA02ViT(nn.Module):
         num_heads: int = 12,
         mlp_ratio: float = 4 * 2 / 3,
         sub_ln: bool = True,
+        inner_attn_norm: bool = False,
         use_cls_token: bool = True,
         pretrain_img_size: int | None = None,
         rope_ref_grid: int = 16,
@@ -84,6 +90,7 @@ class EVA02ViT(nn.Module):
         self.embed_dim = embed_dim
         self.depth = depth
         self.num_heads = num_heads
+        self.inner_attn_norm = inner_attn_norm
         self.num_prefix_tokens = 1 if use_cls_token else 0
         self.grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         pretrain = _pair(pretrain_img_size or self.img_size)
@@ -113,6 +120,7 @@ class EVA02ViT(nn.Module):
                 norm_eps=norm_eps,
                 attn_impl=attn_impl,
                 residual_conv=i in residual_set,
+                inner_attn_norm=inner_attn_norm,
             )
             for i in range(depth)
         )

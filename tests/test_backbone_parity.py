@@ -81,6 +81,21 @@ def test_other_resolution_equals_timm_dynamic(name, size):
     assert _rel_err(expected, got) < 1e-4
 
 
+def test_stretch_needs_antialias_to_equal_timm_dynamic():
+    """timm resamples the position embedding with antialias=True, whose bicubic filter is not the
+    plain one even when enlarging: 18 x 24 tokens from the 16 x 16 grid differ without it."""
+    ref = _reference("eva02_tiny")
+    x = torch.randn(1, 3, 252, 336)
+    with torch.no_grad():
+        expected = ref.forward_features(x)
+        errors = {}
+        for antialias in (False, True):
+            ours = build_backbone("eva02_tiny", position_rule="stretch", pos_embed_antialias=antialias).eval()
+            load_checkpoint(ours, ref.state_dict())
+            errors[antialias] = _rel_err(expected, ours.forward_tokens(x))
+    assert errors[True] < 1e-6 < 1e-3 < errors[False]
+
+
 def test_configured_resolution_equals_timm():
     """At a configured img_size other than 224 both keep the 16x16 reference grid for RoPE."""
     ref = _timm_model("eva02_tiny", img_size=336)

@@ -157,3 +157,106 @@ def test_missing_keys_never_leave_the_model_silently_random():
 def test_to_internal_reports_unknown_layouts():
     with pytest.raises(KeyError, match="patch_embed.proj.weight"):
         to_internal({"conv1.weight": torch.zeros(1)})
+
+
+# The released EVA-02 layout, from the release's model code (EVA-02/asuka): names of
+# VisionTransformerForMaskedImageModeling (modeling_pretrain.py, MIM checkpoints, saved under
+# 'module' by DeepSpeed) and VisionTransformer (modeling_finetune.py, fine-tuned checkpoints under
+# 'model', mean pooling: fc_norm + head). Tiny/small use xformers' packed SwiGLU (mlp.w12/w3) and a
+# fused qkv; base/large (subln, naiveswiglu) separate q/k/v projections and mlp.w1/w2/ffn_ln/w3. A
+# RoPE module is registered at the top and in every attention. Shapes: C width, H SwiGLU hidden,
+# G grid tokens (16 x 16 at 224 px / patch 14), D head dim, T teacher dim, K classes.
+RELEASE_TOP = {
+    "cls_token": "1 1 C",
+    "pos_embed": "1 G+1 C",
+    "patch_embed.proj.weight": "C 3 14 14",
+    "patch_embed.proj.bias": "C",
+    "rope.freqs_cos": "G D",
+    "rope.freqs_sin": "G D",
+}
+RELEASE_MIM_HEAD = {
+    "mask_token": "1 1 C",
+    "norm.weight": "C",
+    "norm.bias": "C",
+    "lm_head.weight": "T C",
+    "lm_head.bias": "T",
+}
+RELEASE_FT_HEAD = {"fc_norm.weight": "C", "fc_norm.bias": "C", "head.weight": "K C", "head.bias": "K"}
+RELEASE_BLOCK = {
+    "norm1.weight": "C",
+    "norm1.bias": "C",
+    "attn.q_bias": "C",
+    "attn.v_bias": "C",
+    "attn.proj.weight": "C C",
+    "attn.proj.bias": "C",
+    "attn.rope.freqs_cos": "G D",
+    "attn.rope.freqs_sin": "G D",
+    "norm2.weight": "C",
+    "norm2.bias": "C",
+    "mlp.w3.weight": "C H",
+    "mlp.w3.bias": "C",
+}
+RELEASE_BLOCK_TINY_SMALL = {"attn.qkv.weight": "3C C", "mlp.w12.weight": "2H C", "mlp.w12.bias": "2H"}
+RELEASE_BLOCK_BASE_LARGE = {
+    "attn.q_proj.weight": "C C",
+    "attn.k_proj.weight": "C C",
+    "attn.v_proj.weight": "C C",
+    "mlp.w1.weight": "H C",
+    "mlp.w1.bias": "H",
+    "mlp.w2.weight": "H C",
+    "mlp.w2.bias": "H",
+    "mlp.ffn_ln.weight": "H",
+    "mlp.ffn_ln.bias": "H",
+}
+RELEASE_SIZES = {
+    "eva02_tiny": (192, 3),
+    "eva02_small": (384, 6),
+    "eva02_base": (768, 12),
+    "eva02_large": (1024, 16),
+}
+
+
+def _release_checkpoint(name: str, kind: str, depth: int) -> dict:
+    """A released EVA-02 file of this size and kind ('mim' or 'finetuned'), random tensors."""
+    width, heads = RELEASE_SIZES[name]
+    hidden = int(width * 4 * 2 / 3)
+    dims = {"1": 1, "3": 3, "14": 14, "C": width, "3C": 3 * width, "H": hidden, "2H": 2 * hidden,
+            "G": 256, "G+1": 257, "D": width // heads, "T": 1024, "K": 10}  # fmt: skip
+    block = {**RELEASE_BLOCK, **(RELEASE_BLOCK_TINY_SMALL if width < 768 else RELEASE_BLOCK_BASE_LARGE)}
+    table = {**RELEASE_TOP, **(RELEASE_MIM_HEAD if kind == "mim" else RELEASE_FT_HEAD)}
+    table.update({f"blocks.{i}.{k}": v for i in range(depth) for k, v in block.items()})
+    sd = {}
+    for key, shape in table.items():
+        size = [dims[s] for s in shape.split()]
+        gain = key.endswith(("norm.weight", "norm1.weight", "norm2.weight", "_ln.weight"))
+        sd[key] = 1.0 + 0.1 * torch.randn(size) if gain else 0.05 * torch.randn(size)
+    if kind == "mim":
+        return {"module": sd}  # DeepSpeed's mp_rank_00_model_states.pt
+    return {"model": sd, "epoch": 99}
+
+
+@pytest.mark.parametrize("kind", ["mim", "finetuned"])
+@pytest.mark.parametrize("name", list(RELEASE_SIZES))
+def test_release_layout_from_release_names_loads_like_timms_filter(name, kind):
+    """timm's checkpoint_filter_fn reads released EVA-02 files: ours must read them to the same network."""
+    from timm.models.eva import checkpoint_filter_fn
+
+    depth = 2 if name in ("eva02_tiny", "eva02_small") else 1  # block names do not change with depth
+    ckpt = _release_checkpoint(name, kind, depth)
+    ref = timm.create_model(
+        f"{name}_patch14_224", pretrained=False, depth=depth, num_classes=0 if kind == "mim" else 10
+    )
+    ref.load_state_dict(checkpoint_filter_fn(ckpt, ref), strict=True)
+    ours = build_backbone(name, depth=depth).eval()
+    report = load_checkpoint(ours, ckpt)
+    assert report.layout == "eva02" and report.prefix == ""
+    assert not report.missing and not report.unexpected
+    heads = RELEASE_MIM_HEAD if kind == "mim" else RELEASE_FT_HEAD
+    assert set(report.dropped) == {*heads, "rope.freqs_cos", "rope.freqs_sin"} | {
+        f"blocks.{i}.attn.rope.freqs_{f}" for i in range(depth) for f in ("cos", "sin")
+    }
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = ref.eval().forward_features(x)  # mean pooling: no norm on the tokens
+        got = ours.forward_tokens(x)
+    assert ((expected - got).norm() / expected.norm()).item() < 1e-5

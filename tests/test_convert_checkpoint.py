@@ -286,7 +286,7 @@ def test_cli_prints_the_report(tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
 
 
-def test_eva_clip_tower_to_detector_reports_what_has_no_counterpart():
+def test_eva_clip_tower_to_detector_carries_the_inner_attention_norm():
     clip = timm.create_model("eva02_base_patch16_clip_224", pretrained=False, num_classes=512, depth=1)
     raw = {"visual." + k: v for k, v in clip.state_dict().items()}
     raw = {
@@ -296,12 +296,19 @@ def test_eva_clip_tower_to_detector_reports_what_has_no_counterpart():
     raw["text.positional_embedding"] = torch.zeros(77, 512)
     out, report = cc.convert(raw, "det")
     assert report.kind == "EVA-CLIP" and report.model.startswith("custom (width 768, depth 1")
-    assert report.dropped["blocks.0.attn.inner_attn_ln.weight"] == [768]
+    assert "inner attention LN True" in report.model
+    assert torch.equal(
+        out["model"]["backbone.net.blocks.0.attn.inner_attn_ln.weight"],
+        clip.state_dict()["blocks.0.attn.norm.weight"],
+    )
     assert report.dropped["head.weight"] == [512, 768]
     assert "text.positional_embedding" in report.dropped
     assert torch.equal(
         out["model"]["backbone.net.blocks.0.mlp.w3.weight"], clip.state_dict()["blocks.0.mlp.fc2.weight"]
     )
+    gamma = {**raw, "visual.blocks.0.gamma_1": torch.ones(768)}  # layer scale: no counterpart in EVA-02
+    with pytest.raises(CheckpointError, match=r"block tensors with no counterpart .*blocks.0.gamma_1"):
+        cc.convert(gamma, "det")
 
 
 def test_seg_output_loads_into_the_mmseg_backbone(tmp_path):

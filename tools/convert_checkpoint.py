@@ -5,7 +5,8 @@
 
 Inputs (detected): original EVA-02 MIM / fine-tuned checkpoints (tiny/small fused layout, base/large
 sub-LN layout, ``model``/``module``/``state_dict`` wrappers, RoPE buffers), timm ``Eva`` state dicts,
-EVA-CLIP checkpoints (``visual.`` tower), pre-training checkpoints of ``tools/pretrain.py``,
+EVA-02-CLIP towers (EVA-CLIP ``visual.``, OpenCLIP ``visual.trunk.``; their inner attention
+LayerNorm is carried to every output), pre-training checkpoints of ``tools/pretrain.py``,
 detectron2 checkpoints of this project (``backbone.net.``) and mmseg checkpoints (``backbone.``).
 
 Outputs: ``det`` a detectron2 ``train.init_checkpoint`` ({"model": {"backbone.net.<name>": ...}}, plus
@@ -123,7 +124,9 @@ def _source_kind(raw: dict[str, Tensor], prefix: str, layout: str) -> str:
         return "detectron2"
     if prefix == SEG_PREFIX:
         return "mmseg"
-    if prefix.endswith("visual.") or prefix.endswith("visual.trunk."):
+    if prefix.endswith("visual.trunk."):
+        return "OpenCLIP"
+    if prefix.endswith("visual."):
         return "EVA-CLIP"
     if prefix == "vit." and "mask_token" in raw:
         return "pretrain (tools/pretrain.py)"
@@ -140,10 +143,11 @@ def _expected(sd: dict[str, Tensor]) -> tuple[dict[str, list[int]], str]:
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     hidden = w12.shape[0] // 2
     sub_ln = any(".mlp.ffn_ln." in k for k in sd)
+    inner = any(".attn.inner_attn_ln." in k for k in sd)  # EVA-02-CLIP towers
     heads = next((c["num_heads"] for c in PRESETS.values() if c["embed_dim"] == width), max(1, width // 64))
     one = EVA02ViT(
         embed_dim=width, depth=1, num_heads=heads, mlp_ratio=(hidden + 0.5) / width, sub_ln=sub_ln,
-        patch_size=p, img_size=p, use_cls_token="cls_token" in sd,
+        inner_attn_norm=inner, patch_size=p, img_size=p, use_cls_token="cls_token" in sd,
     )  # fmt: skip
     shapes = {}
     for key, value in one.state_dict().items():
@@ -152,8 +156,8 @@ def _expected(sd: dict[str, Tensor]) -> tuple[dict[str, list[int]], str]:
                 shapes[f"blocks.{i}.{key[9:]}"] = list(value.shape)
         elif key != "pos_embed":  # any grid is fine
             shapes[key] = list(value.shape)
-    name = (
-        infer_preset(width, depth) or f"custom (width {width}, depth {depth}, MLP {hidden}, sub-LN {sub_ln})"
+    name = infer_preset(width, depth, inner) or (
+        f"custom (width {width}, depth {depth}, MLP {hidden}, sub-LN {sub_ln}, inner attention LN {inner})"
     )
     return shapes, name
 
@@ -175,8 +179,14 @@ def _check(sd: dict[str, Tensor], model: str | None, report: Report, source: str
             f"{source}: only {found} of {len(shapes)} backbone tensors found; refusing to write a checkpoint "
             f"that would leave the backbone mostly untouched (missing e.g. {list(report.missing)[:5]})"
         )
-    for key in [k for k in sd if k not in shapes and k != "pos_embed"]:
-        report.dropped[key] = _shape(sd.pop(key))  # no counterpart in the backbone (e.g. EVA-CLIP inner LN)
+    extra = [k for k in sd if k not in shapes and k != "pos_embed"]
+    in_blocks = [k for k in extra if k.startswith("blocks.")]
+    if in_blocks:  # dropping them would change what the blocks compute
+        raise CheckpointError(
+            f"{source}: block tensors with no counterpart in an EVA-02 ViT ({detected}): {in_blocks[:4]}"
+        )
+    for key in extra:
+        report.dropped[key] = _shape(sd.pop(key))  # outside the backbone (e.g. an mmseg neck)
 
 
 def _resize_geometry(
