@@ -27,12 +27,13 @@ import make_toy_data  # noqa: E402
 
 NAME = "detections_test-dev2017_unit_results.json"
 TOY = ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"
-# A 2-block toy detector on CPU, every detection kept (a random model scores low), on toy test-dev.
+# A 2-block toy detector on CPU, the best 20 detections of a random model, on toy test-dev.
 SMALL = [
     "train.device=cpu",
     "model.backbone.net.depth=2",
     "model.backbone.net.window_block_indexes=[0]",
     "model.roi_heads.override_score_thresh=0.0",
+    "model.roi_heads.test_topk_per_image=20",
     "dataloader.test.dataset.names=toy_coco_test-dev",
     "dataloader.test.num_workers=0",
 ]
@@ -214,7 +215,7 @@ def test_submission_is_the_evaluated_model_ema_and_tta(root, tmp_path):
         "train.model_ema.use_ema_weights_for_eval_only=True",
         f"train.output_dir={tmp_path / 'log'}",
     ]
-    tta = ["test.aug.enabled=True", "test.aug.min_sizes=[48,64]", "test.aug.max_size=64"]
+    tta = ["test.aug.enabled=True", "test.aug.min_sizes=[64]", "test.aug.max_size=64"]  # + flip
     runs = {"ema": ema_row, "ematta": ema_row + tta}
     for name, opts in runs.items():
         flags = ["--num-gpus", "1", "--num-machines", "1", "--machine-rank", "0", "--dist-url", "auto"]
