@@ -115,24 +115,29 @@ def load_weights(model: nn.Module, path: str) -> None:
         logger.warning("%s: %d model tensors not in the checkpoint, e.g. %s", path, len(missing), missing[:5])
 
 
-def build_ema(cfg, model: nn.Module, device: str) -> ModelEMA | None:
+def build_ema(cfg, device: str) -> ModelEMA | None:
+    """An empty :class:`ModelEMA` when ``train.model_ema.enabled``: filled once the weights are loaded."""
     ema_cfg = cfg.train.get("model_ema", None)
     if not ema_cfg or not ema_cfg.get("enabled", False):
         return None
     ema_device = str(ema_cfg.get("device", device))
     if ema_device.startswith("cuda") and not torch.cuda.is_available():
         ema_device = "cpu"
-    return ModelEMA(model, decay=float(ema_cfg.get("decay", 0.9999)), device=ema_device)
+    return ModelEMA(decay=float(ema_cfg.get("decay", 0.9999)), device=ema_device)
 
 
 def do_test(cfg, model: nn.Module, ema: ModelEMA | None = None) -> dict:
-    """Evaluate on ``dataloader.test`` with ``dataloader.evaluator``; EMA weights and TTA if configured."""
+    """Evaluate on ``dataloader.test`` with ``dataloader.evaluator``; EMA weights and TTA if configured.
+
+    The one evaluation path: ``--eval-only``, the periodic evaluation during training and the
+    test-dev submission tool (whose evaluator writes the result files) all run through here.
+    """
     if cfg.dataloader.get("evaluator") is None:
         return {}
-    evaluator = instantiate(cfg.dataloader.evaluator)
-    loader = instantiate(cfg.dataloader.test)
     aug = cfg.get("test", {}).get("aug", {})
     runner = tta_from_config(cfg, model) if aug.get("enabled", False) else model
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    loader = instantiate(cfg.dataloader.test)
     if ema is not None:
         with ema.apply_to(model):
             results = inference_on_dataset(runner, loader, evaluator)
@@ -185,7 +190,7 @@ def do_train(cfg, resume: bool = False) -> dict:
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
-    ema = build_ema(cfg, model, device)
+    ema = build_ema(cfg, device)
 
     ddp_model = create_ddp(model, device, **cfg.train.ddp)
     amp = cfg.train.amp.get("enabled", False)
@@ -220,11 +225,17 @@ def do_train(cfg, resume: bool = False) -> dict:
         ]
     )
     if resume and checkpointer.has_checkpoint():
-        # The checkpoint records the iteration that just finished.
+        # Model, optimizer, scheduler, iteration and (when saved) the EMA; the checkpoint records
+        # the iteration that just finished.
         checkpointer.resume_or_load("", resume=True)
         start_iter = trainer.iter + 1
+        if ema is not None and not ema.initialized:
+            logger.warning("the checkpoint has no 'ema_state': the EMA starts from its model weights")
     else:
         load_weights(model, cfg.train.init_checkpoint)
         start_iter = 0
+    if ema is not None and not ema.initialized:
+        # As released: the average starts from the loaded weights, not from the random init.
+        ema.reset(model)
     trainer.train(start_iter, cfg.train.max_iter)
     return trainer.storage.latest() if hasattr(trainer, "storage") else {}

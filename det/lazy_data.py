@@ -80,8 +80,9 @@ def to_lvis(
 
     Repeat-factor sampling (threshold 0.001), sigmoid cross-entropy with the federated loss
     (class weights: image-count ** 0.5), 1203 classes, score threshold 0.02, 300 detections
-    per image and the LVIS evaluator (``eval_max_dets``, default ``max_dets_per_image``: the
-    released Objects365 -> LVIS evaluation raised only the evaluator's cap to 1000).
+    per image from the heads with NMS (soft-NMS rows keep all) and the LVIS evaluator, which keeps
+    the best ``eval_max_dets`` per image (default ``max_dets_per_image``; the released
+    Objects365 -> LVIS evaluation raised it to 1000).
     """
     from functools import partial
 

@@ -35,7 +35,13 @@ def set_eva02_vit(
     use_act_checkpoint: bool = False,
 ) -> None:
     """EVA-02 B or L at ``img_size`` (patch 16, SwiGLU 4*2/3) with global attention in
-    ``global_blocks`` and windows elsewhere; AdamW at ``lr`` with layer decay ``lr_decay_rate``."""
+    ``global_blocks`` and windows elsewhere; AdamW at ``lr`` with layer decay ``lr_decay_rate``.
+
+    Every image is padded to the ``img_size`` square (``model.backbone.square_pad``), in training
+    and at test, as in every released row: the padded tokens take part in attention, so features
+    of non-square images depend on it. ``model.backbone.square_pad=0`` pads only to a multiple of
+    the pyramid stride instead.
+    """
     if size not in VIT_SIZES:
         raise ValueError(f"unknown EVA-02 size {size!r}; expected one of {sorted(VIT_SIZES)}")
     net = model.backbone.net
@@ -46,6 +52,7 @@ def set_eva02_vit(
     if bad:
         raise ValueError(f"global blocks {bad} out of range for EVA-02 {size} (depth {depth})")
     net.img_size = img_size
+    model.backbone.square_pad = img_size
     net.patch_size = 16
     net.mlp_ratio = 4 * 2 / 3
     net.window_size = window_size
@@ -70,10 +77,16 @@ def set_multistep_schedule(
 
 def use_released_soft_nms(model: DictConfig, score_thresh: float | None = 0.0) -> None:
     """The released system-level evaluation: class-wise linear soft-NMS at IoU 0.6 and, for COCO,
-    score threshold 0 (``None`` keeps the predictors' own threshold, e.g. LVIS's 0.02)."""
+    score threshold 0 (``None`` keeps the predictors' own threshold, e.g. LVIS's 0.02).
+
+    As released, soft-NMS keeps every detection whose decayed score stays above 1e-3: no
+    per-image top-k (``test_topk_per_image`` stays ``None``). Maskness, when set, re-scores all of
+    them and the evaluator applies its own cap (COCOeval ``maxDets``, LVIS 300 or 1000).
+    """
     heads = model.roi_heads
     heads.use_soft_nms = True
     heads.class_wise = True
     heads.method = "linear"
     heads.iou_threshold = 0.6
     heads.override_score_thresh = score_thresh
+    heads.test_topk_per_image = None

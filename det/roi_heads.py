@@ -5,6 +5,11 @@ soft-NMS, override the score threshold and re-score by mask quality ("maskness")
 argument names match the released evaluation command lines (``model.roi_heads.use_soft_nms``,
 ``method``, ``iou_threshold``, ``sigma``, ``class_wise``, ``override_score_thresh``,
 ``maskness_thresh``), plus ``test_topk_per_image`` (detections kept per image; -1 keeps all).
+
+Caps, as released: with hard NMS each image keeps the predictors' ``test_topk_per_image`` (100
+COCO, 300 LVIS); with soft-NMS every detection whose decayed score stays above 1e-3 is kept (no
+per-image top-k), maskness re-scores all of them and the evaluator caps (COCOeval ``maxDets``,
+LVIS ``max_dets_per_image``). ``test_topk_per_image`` set here overrides both.
 """
 
 from __future__ import annotations
@@ -71,7 +76,9 @@ class EVACascadeROIHeads(CascadeROIHeads):
         scores = [sum(per_image) / self.num_cascade_stages for per_image in zip(*stage_probs)]
         last = self.box_predictor[-1]
         thresh = last.test_score_thresh if self.override_score_thresh is None else self.override_score_thresh
-        topk = last.test_topk_per_image if self.test_topk_per_image is None else self.test_topk_per_image
+        topk = self.test_topk_per_image
+        if topk is None:  # the released soft-NMS branch ignores the predictors' top-k
+            topk = -1 if self.use_soft_nms else last.test_topk_per_image
         results = []
         for b, s, size in zip(boxes, scores, image_sizes):
             if self.use_soft_nms:

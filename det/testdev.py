@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import os
 import zipfile
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 
 TASKS = ("bbox", "segm")
+logger = logging.getLogger("detectron2")
 
 
 class SubmissionError(ValueError):
@@ -112,6 +115,11 @@ class TestDevWriter(DatasetEvaluator):
 
     ``out_dir/<task>/detections_<testset>_<name>_results.json`` (+ ``.zip``), category ids mapped
     back to the dataset's own ids. Works under DDP (results are gathered on the main process).
+    ``max_dets_per_image`` keeps the best N per image, as the LVIS evaluator does (``None``: all,
+    as COCO's evaluation takes its own ``maxDets``). Used as ``dataloader.evaluator``, so it
+    receives exactly what the evaluation path produces (EMA weights, test-time augmentation).
+    ``evaluate`` returns ``{"submission/<task>": {"detections": n, "images": m}}``; the files
+    written are in :attr:`files`.
     """
 
     __test__ = False  # not a pytest class
@@ -123,13 +131,19 @@ class TestDevWriter(DatasetEvaluator):
         name: str,
         testset: str = "test-dev2017",
         tasks: Iterable[str] = TASKS,
+        max_dets_per_image: int | None = None,
     ) -> None:
         self.meta = MetadataCatalog.get(dataset_name)
         if not hasattr(self.meta, "json_file"):
             raise SubmissionError(f"dataset {dataset_name!r} has no image-info JSON (metadata.json_file)")
+        self.tasks = tuple(tasks)
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad or not self.tasks:
+            raise SubmissionError(f"tasks must be a non-empty subset of {TASKS}, got {list(self.tasks)}")
         self.out_dir = Path(out_dir)
         self.file_name = result_file_name(testset, name)
-        self.tasks = tuple(tasks)
+        self.max_dets_per_image = max_dets_per_image
+        self.files: dict[str, Path] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -155,6 +169,8 @@ class TestDevWriter(DatasetEvaluator):
         for r in results:
             r["category_id"] = to_dataset[r["category_id"]]
         results.sort(key=lambda r: (r["image_id"], -r["score"]))
+        if self.max_dets_per_image is not None:
+            results = _best_per_image(results, self.max_dets_per_image)
         written = {}
         for task in self.tasks:
             if task == "segm":
@@ -164,10 +180,24 @@ class TestDevWriter(DatasetEvaluator):
             else:
                 task_results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
             validate_results(task_results, info, image_ids, task)
-            path = write_submission(task_results, self.out_dir / task, self.file_name)
-            written[task] = {
-                "file": str(path),
-                "detections": len(task_results),
-                "images": len(set(image_ids)),
-            }
-        return {"submission": written}
+            self.files[task] = write_submission(task_results, self.out_dir / task, self.file_name)
+            written[f"submission/{task}"] = {"detections": len(task_results), "images": len(set(image_ids))}
+            logger.info(
+                "%s: %d detections on %d images -> %s",
+                task,
+                len(task_results),
+                len(set(image_ids)),
+                self.files[task],
+            )
+        return written
+
+
+def _best_per_image(results: list[dict], limit: int) -> list[dict]:
+    """The first ``limit`` results of each image from a list sorted by (image, -score)."""
+    seen: Counter[int] = Counter()
+    kept = []
+    for r in results:
+        seen[r["image_id"]] += 1
+        if seen[r["image_id"]] <= limit:
+            kept.append(r)
+    return kept

@@ -1,13 +1,17 @@
 """Each released EVA-02 detection row: our config's hyper-parameters against the release's values.
 
 Values transcribed from the released lazy configs (projects/ViTDet/configs/eva2_*) and the
-evaluation commands of the EVA-02 detection README (soft-NMS, maskness, EMA, LVIS max dets).
+evaluation commands of the EVA-02 detection README (soft-NMS, maskness, EMA, LVIS max dets), and
+the square padding every released row set (``model.backbone.square_pad = img_size``).
 """
 
 from pathlib import Path
 
 import pytest
 from detectron2.config import LazyConfig
+from omegaconf import OmegaConf
+
+from det.tta import row_detection_cap
 
 ROOT = Path(__file__).resolve().parents[1] / "configs/det"
 B = dict(embed_dim=768, depth=12, num_heads=12, decay=0.7)
@@ -136,6 +140,7 @@ def test_released_hyper_parameters(name):
     net = cfg.model.backbone.net
     assert (net.embed_dim, net.depth, net.num_heads) == (want["embed_dim"], want["depth"], want["num_heads"])
     assert (net.img_size, net.patch_size, net.window_size) == (want["img"], 16, want["window"])
+    assert cfg.model.backbone.square_pad == want["img"]  # every image padded to the img_size square
     assert net.mlp_ratio == pytest.approx(4 * 2 / 3) and net.sub_ln is True
     assert sorted(set(range(net.depth)) - set(net.window_block_indexes)) == want["glob"]
     assert (net.drop_path_rate, net.use_act_checkpoint) == (want["dpr"], want["ckpt"])
@@ -168,7 +173,19 @@ def test_released_hyper_parameters(name):
     assert {k: heads[k] for k in nms} == nms
     if "maskness_thresh" not in nms:
         assert heads.maskness_thresh is None
-    if want.get("classes") == 1203:
+    # Caps: no per-image top-k of our own (soft-NMS keeps every detection above 1e-3, NMS the
+    # predictors' 100 / 300); the evaluator caps: COCOeval maxDets 100, LVIS 300, O365 -> LVIS 1000.
+    assert heads.test_topk_per_image is None
+    lvis = want.get("classes") == 1203
+    assert {p.test_topk_per_image for p in heads.box_predictors} == {300 if lvis else 100}
+    assert cfg.dataloader.evaluator.get("max_dets_per_image") == (
+        want.get("eval_dets", 300) if lvis else None
+    )
+    assert row_detection_cap(cfg) == (want.get("eval_dets", 300) if lvis else 100)
+    assert (
+        cfg.test.aug.max_size <= cfg.model.backbone.square_pad and cfg.test.aug.detections_per_image is None
+    )
+    if lvis:
         sampler = cfg.dataloader.train.sampler
         assert sampler.repeat_factors.repeat_thresh == 0.001
         for p in heads.box_predictors:
@@ -193,3 +210,19 @@ def test_recipe_rejects_unknown_size_and_blocks():
         set_eva02_vit(cfg.model, cfg.optimizer, "H", global_blocks=[2], **common)
     with pytest.raises(ValueError, match=r"global blocks \[12\] out of range for EVA-02 B"):
         set_eva02_vit(cfg.model, cfg.optimizer, "B", global_blocks=[2, 12], **common)
+
+
+def test_toy_config_pads_to_its_square():
+    cfg = LazyConfig.load(str(ROOT / "toy/cascade_mask_rcnn_eva02_tiny_toy.py"))
+    assert cfg.model.backbone.square_pad == cfg.model.backbone.net.img_size == 192
+    assert cfg.test.aug.max_size <= 192
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in ROOT.glob("*/*_maskness.py")))
+def test_maskness_variant_is_its_row_plus_maskness(name):
+    variant = LazyConfig.load(str(next(ROOT.glob(f"*/{name}.py"))))
+    row = LazyConfig.load(str(next(ROOT.glob(f"*/{name.removesuffix('_maskness')}.py"))))
+    assert variant.model.roi_heads.maskness_thresh == 0.5 and row.model.roi_heads.maskness_thresh is None
+    variant.model.roi_heads.maskness_thresh = None
+    for part in ("model", "dataloader", "train", "test", "lr_multiplier"):
+        assert OmegaConf.to_container(variant[part]) == OmegaConf.to_container(row[part]), part

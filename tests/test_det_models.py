@@ -40,6 +40,10 @@ def _small(cfg):
     net = cfg.model.backbone.net
     net.depth = 2
     net.window_block_indexes = [0]
+    cfg.model.backbone.square_pad = 128  # still padded to a square, not to the row's 1024 / 1536
+    # Random LVIS heads put tens of thousands of (box, class) pairs above 0.02; the soft-NMS rows
+    # keep them all (as released), and the mask head on all of them would need gigabytes.
+    cfg.model.roi_heads.test_topk_per_image = 100
     cfg.model.proposal_generator.pre_nms_topk = (100, 100)
     cfg.model.proposal_generator.post_nms_topk = (50, 50)
     cfg.model.roi_heads.batch_size_per_image = 16

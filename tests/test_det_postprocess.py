@@ -1,6 +1,7 @@
 """Soft-NMS and maskness re-scoring on hand-made examples."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torchvision.ops import box_iou
 from det.maskness import maskness, rescore_with_maskness
 from det.soft_nms import batched_soft_nms, soft_nms_inference_single_image
 
+ROOT = Path(__file__).resolve().parents[1]
 BOXES = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 5, 10, 15]], dtype=torch.float32)
 SCORES = torch.tensor([0.9, 0.8, 0.7, 0.6])
 
@@ -109,3 +111,87 @@ def test_rescore_with_maskness_resorts():
 def test_bad_method_rejected():
     with pytest.raises(ValueError, match="soft-NMS method"):
         batched_soft_nms(BOXES, SCORES, torch.zeros(4, dtype=torch.long), method="cubic")
+
+
+# ---------------------------------------------------------------- the soft-NMS rows end to end
+GRID = 6  # a 6 x 6 grid of 12 px boxes, 16 px apart: 36 objects
+PAIRS = 8  # the first 8 also get a partner shifted by 1 px (IoU 132 / 156 with it)
+BOX_BIAS = [2.0, 1.5, 0.5, 0.0, -0.5]  # class logits (background logit 0) of every proposal
+MASK_BIAS = [0.2, 4.0, 1.0, -1.0, 2.0]  # mask logit of every pixel, per class
+
+
+def _crowded_heads(maskness_thresh):
+    """The toy detector's cascade heads with fixed outputs: every proposal scores softmax(BOX_BIAS)
+    in every stage, regresses to itself, and predicts a uniform mask of sigmoid(MASK_BIAS)."""
+    from detectron2.config import LazyConfig, instantiate
+
+    from det.recipe import use_released_soft_nms
+
+    cfg = LazyConfig.load(str(ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"))
+    use_released_soft_nms(cfg.model, score_thresh=0.0)
+    cfg.model.roi_heads.maskness_thresh = maskness_thresh
+    heads = instantiate(cfg.model.roi_heads).eval()
+    with torch.no_grad():
+        for predictor in heads.box_predictor:
+            predictor.cls_score.weight.zero_()
+            predictor.cls_score.bias.copy_(torch.tensor([*BOX_BIAS, 0.0]))
+            predictor.bbox_pred.weight.zero_()
+            predictor.bbox_pred.bias.zero_()
+        heads.mask_head.predictor.weight.zero_()
+        heads.mask_head.predictor.bias.copy_(torch.tensor(MASK_BIAS))
+    return heads
+
+
+def _crowded_inputs():
+    xy = torch.stack(torch.meshgrid(torch.arange(GRID), torch.arange(GRID), indexing="ij"), -1).reshape(-1, 2)
+    grid = torch.cat([xy * 16 + 2, xy * 16 + 14], 1).float()
+    partners = grid[:PAIRS] + torch.tensor([1.0, 0.0, 1.0, 0.0])
+    proposals = Instances((192, 192))
+    proposals.proposal_boxes = Boxes(torch.cat([grid, partners]))
+    proposals.objectness_logits = torch.zeros(len(proposals.proposal_boxes))
+    features = {f"p{i}": torch.randn(1, 64, 192 >> i, 192 >> i) for i in (2, 3, 4, 5)}
+    return features, [proposals]
+
+
+def _expected(with_maskness: bool) -> list[tuple[int, float]]:
+    """(class, score) of every detection, by hand: no box overlaps another of the grid, each
+    partner loses (1 - IoU) of its score to its twin, maskness is the uniform mask value when it
+    is above 0.5 (else 0)."""
+    exp = [math.exp(b) for b in BOX_BIAS]
+    probs = [e / (sum(exp) + 1.0) for e in exp]  # background logit 0 -> exp 1
+    iou = (11 * 12) / (2 * 144 - 11 * 12)
+    sigmoid = [1 / (1 + math.exp(-b)) for b in MASK_BIAS]
+    mask_score = [s if s > 0.5 else 0.0 for s in sigmoid]
+    out = []
+    for c, p in enumerate(probs):
+        m = mask_score[c] if with_maskness else 1.0
+        out += [(c, p * m)] * (GRID * GRID) + [(c, p * (1 - iou) * m)] * PAIRS
+    return sorted(out, key=lambda cs: -cs[1])
+
+
+@pytest.mark.parametrize("maskness_thresh", [None, 0.5])
+def test_soft_nms_row_keeps_every_detection_and_maskness_reorders(maskness_thresh):
+    heads = _crowded_heads(maskness_thresh)
+    assert heads.box_predictor[-1].test_topk_per_image == 100  # the cap that soft-NMS rows do not apply
+    features, proposals = _crowded_inputs()
+    with torch.no_grad():
+        (inst,), _ = heads(None, features, proposals)
+    expected = _expected(with_maskness=maskness_thresh is not None)
+    assert len(inst) == len(expected) == 5 * (GRID * GRID + PAIRS) > 100
+    assert inst.scores.tolist() == pytest.approx([s for _, s in expected], abs=1e-6)
+    assert torch.all(inst.scores[:-1] >= inst.scores[1:])
+    # Without maskness class 0 (box score 0.46) leads; maskness 0.55 vs 0.98 puts class 1 first.
+    leader = 0 if maskness_thresh is None else 1
+    assert inst.pred_classes[: GRID * GRID].tolist() == [leader] * (GRID * GRID)
+    assert [c for c, _ in expected[: GRID * GRID]] == [leader] * (GRID * GRID)
+    if maskness_thresh is not None:  # class 3's masks are below 0.5 everywhere: maskness 0, still kept
+        assert (inst.scores[inst.pred_classes == 3] == 0).all()
+
+
+def test_hard_nms_row_keeps_the_predictor_top_k():
+    heads = _crowded_heads(None)
+    heads.use_soft_nms, heads.test_topk_per_image = False, None
+    features, proposals = _crowded_inputs()
+    with torch.no_grad():
+        (inst,), _ = heads(None, features, proposals)
+    assert len(inst) == 100

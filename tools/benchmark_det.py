@@ -2,6 +2,7 @@
 """Detection speed and memory: EVA-02 backbone versus detectron2's ViTDet ViT in the same detector.
 
     python tools/benchmark_det.py [--cases tiny,base] [--train-iters 3] [--infer-images 3] [--memory] [--amp]
+    python tools/benchmark_det.py --square-pad [--cases tiny,base] [--infer-images 5]
 
 * ``tiny``: the toy config (192 px); ``base``: the COCO EVA-02 B 1024 px config. For each, the
   same Cascade Mask R-CNN runs with the EVA-02 ViT and with ``detectron2.modeling.ViT`` of the
@@ -12,6 +13,9 @@
 * ``--amp``: on a GPU, training throughput in fp16 and bf16 autocast as well.
 * ``--backbone-only``: forward + backward of the two backbones alone (no detector heads, whose cost
   follows each random model's proposals and dominates at toy size).
+* ``--square-pad``: inference s/image of the EVA-02 detector on a non-square (3:2) image with the
+  released square padding (``model.backbone.square_pad = img_size``) and without it (0: padded to
+  a multiple of 64 only); same weights, runs interleaved, best of ``--infer-images``.
 """
 
 from __future__ import annotations
@@ -173,6 +177,48 @@ def backbone_speed(case: str, device: str, batch: int, iters: int) -> None:
     print(f"{case}: EVA-02 / ViTDet backbone time ratio {best['eva02'] / best['vitdet']:.3f}", flush=True)
 
 
+@torch.no_grad()
+def square_pad_speed(case: str, device: str, images: int) -> None:
+    """Best-of-``images`` s/image with ``square_pad = img_size`` and 0, on a 3:2 image of width img_size."""
+    size = CASES[case][1]
+    height = size * 2 // 3 // 64 * 64  # a multiple of 64: without square padding nothing is padded
+    with tempfile.TemporaryDirectory() as tmp:
+        make_toy_data.generate(Path(tmp), 1, 1, 1, size=size, max_objects=4, seed=9, height=height)
+        dicts = load_coco_json(
+            str(Path(tmp) / "toy_coco/annotations/instances_val.json"), str(Path(tmp) / "toy_coco/val")
+        )
+        d = DatasetMapper(is_train=False, augmentations=[], image_format="RGB")(copy.deepcopy(dicts[0]))
+    inp = {"image": d["image"].to(device), "height": height, "width": size}
+    cfg = LazyConfig.load(str(CASES[case][0]))
+    cfg.model.backbone.net.drop_path_rate = 0.0
+    models = {}
+    for pad in (size, 0):
+        cfg.model.backbone.square_pad = pad
+        torch.manual_seed(0)  # same weights: only the padding differs
+        models[pad] = instantiate(cfg.model).to(device).eval()
+        models[pad]([inp])  # warm-up
+    best = {pad: float("inf") for pad in models}
+    for _ in range(images):
+        for pad, model in models.items():
+            _sync(device)
+            t = time.perf_counter()
+            model([inp])
+            _sync(device)
+            best[pad] = min(best[pad], time.perf_counter() - t)
+    row = {
+        "case": case,
+        "device": device,
+        "image_hw": [height, size],
+        "threads": torch.get_num_threads(),
+        **{f"infer_s_per_image_square_pad_{pad}": round(v, 4) for pad, v in best.items()},
+    }
+    print(json.dumps(row), flush=True)
+    print(
+        f"{case}: square_pad={size} / square_pad=0 inference time ratio {best[size] / best[0]:.3f}",
+        flush=True,
+    )
+
+
 def memory_step(case: str, act_ckpt: bool, device: str) -> dict:
     """One training step in this process; peak memory of the step."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,11 +249,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--amp", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backbone-only", action="store_true")
+    p.add_argument("--square-pad", action="store_true", help="inference with and without square padding")
     p.add_argument("--memory-step", default=None, help=argparse.SUPPRESS)  # internal: "case,act_ckpt"
     args = p.parse_args(argv)
     if args.memory_step:
         case, ckpt = args.memory_step.split(",")
         print(json.dumps(memory_step(case, ckpt == "1", args.device)))
+        return
+    if args.square_pad:
+        for case in args.cases.split(","):
+            square_pad_speed(case, args.device, args.infer_images)
         return
     if args.backbone_only:
         for case in args.cases.split(","):

@@ -90,16 +90,18 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-def _make_image(rng: np.random.Generator, size: int, max_objects: int):
-    """One picture with non-overlapping shapes; returns (BGR uint8, [(cat_index, polygon)], label map)."""
-    img = _background(rng, size, size)
-    label = np.ones((size, size), np.uint8)  # 1 = background
+def _make_image(rng: np.random.Generator, size: int, max_objects: int, height: int | None = None):
+    """One ``size`` wide, ``height`` (default ``size``) tall picture with non-overlapping shapes;
+    returns (BGR uint8, [(cat_index, polygon)], label map)."""
+    h, w = height or size, size
+    img = _background(rng, h, w)
+    label = np.ones((h, w), np.uint8)  # 1 = background
     objects: list[tuple[int, np.ndarray]] = []
     placed: list[tuple[float, float, float]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _try in range(20):
-            r = float(rng.uniform(0.07, 0.2) * size)
-            cx, cy = rng.uniform(r + 2, size - r - 2, size=2)
+            r = float(rng.uniform(0.07, 0.2) * min(h, w))
+            cx, cy = rng.uniform([r + 2, r + 2], [w - r - 2, h - r - 2])
             if all(math.hypot(cx - px, cy - py) > r + pr + 3 for px, py, pr in placed):
                 break
         else:
@@ -108,7 +110,7 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int):
         poly = _shape_polygon(CATEGORIES[k]["name"], cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
         color = rng.uniform(0, 255, size=3)
         pts = np.round(poly * 16).astype(np.int32)  # 4 fractional bits for sub-pixel outlines
-        canvas = np.zeros((size, size), np.uint8)
+        canvas = np.zeros((h, w), np.uint8)
         cv2.fillPoly(canvas, [pts], 255, lineType=cv2.LINE_AA, shift=4)
         alpha = canvas.astype(np.float32)[..., None] / 255.0
         img = img * (1 - alpha) + color * alpha
@@ -119,8 +121,8 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int):
     return np.clip(img, 0, 255).astype(np.uint8), objects, label
 
 
-def _annotation(ann_id: int, image_id: int, cat_index: int, poly: np.ndarray, size: int) -> dict:
-    poly = np.clip(poly, 0, size)
+def _annotation(ann_id: int, image_id: int, cat_index: int, poly: np.ndarray, w: int, h: int) -> dict:
+    poly = np.clip(poly, 0, [w, h])
     x0, y0 = poly.min(0)
     x1, y1 = poly.max(0)
     # Shoelace area of the exact polygon (what pycocotools would rasterise, up to pixel rounding).
@@ -157,8 +159,17 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def generate(
-    out: Path, num_train: int, num_val: int, num_test: int, size: int, max_objects: int, seed: int
+    out: Path,
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    size: int,
+    max_objects: int,
+    seed: int,
+    height: int | None = None,
 ) -> None:
+    """Write the set; images are ``size`` wide and ``height`` (default ``size``: square) tall."""
+    h = height or size
     coco, ade = out / "toy_coco", out / "toy_ade"
     info = {"description": "synthetic shapes (toy_coco)", "version": "1.0", "year": 2026}
     splits = [("train", "training", num_train), ("val", "validation", num_val), ("test", None, num_test)]
@@ -173,9 +184,9 @@ def generate(
         for i in range(count):
             image_id = (split_index + 1) * 100000 + i
             name = f"{split}_{i:06d}.jpg"
-            img, objects, label = _make_image(rng, size, max_objects)
+            img, objects, label = _make_image(rng, size, max_objects, h)
             cv2.imwrite(str(coco / split / name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            image = {"id": image_id, "file_name": name, "height": size, "width": size}
+            image = {"id": image_id, "file_name": name, "height": h, "width": size}
             if split != "test":
                 # Every shape is labelled, so absent categories are verified negatives (LVIS semantics).
                 present = {k for k, _ in objects}
@@ -183,7 +194,7 @@ def generate(
                 image["not_exhaustive_category_ids"] = []
             images.append(image)
             for k, poly in objects:
-                annotations.append(_annotation(ann_id, image_id, k, poly, size))
+                annotations.append(_annotation(ann_id, image_id, k, poly, size, h))
                 ann_id += 1
             if ade_split:
                 stem = f"ADE_{ade_split}_{i:08d}"
@@ -229,16 +240,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-train", type=int, default=240)
     parser.add_argument("--num-val", type=int, default=40)
     parser.add_argument("--num-test", type=int, default=20)
-    parser.add_argument("--size", type=int, default=192, help="square image side in pixels")
+    parser.add_argument("--size", type=int, default=192, help="image width (and height) in pixels")
+    parser.add_argument("--height", type=int, default=None, help="image height if not --size (non-square)")
     parser.add_argument("--max-objects", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for name in ("num_train", "num_val", "num_test"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.size < 32:
-        parser.error("--size must be >= 32")
-    generate(args.out, args.num_train, args.num_val, args.num_test, args.size, args.max_objects, args.seed)
+    if args.size < 32 or (args.height is not None and args.height < 32):
+        parser.error("--size and --height must be >= 32")
+    generate(
+        args.out,
+        args.num_train,
+        args.num_val,
+        args.num_test,
+        args.size,
+        args.max_objects,
+        args.seed,
+        height=args.height,
+    )
     print(f"toy data written to {args.out / 'toy_coco'} and {args.out / 'toy_ade'}")
 
 

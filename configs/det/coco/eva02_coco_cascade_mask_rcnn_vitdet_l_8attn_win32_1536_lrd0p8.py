@@ -1,6 +1,7 @@
 """eva02_L_coco_sys: EVA-02 L, COCO, LSJ 1536, window 32, 8 global blocks (62.3 box AP released).
 
-Evaluation as released for the box AP: class-wise linear soft-NMS (IoU 0.6), score threshold 0.
+Evaluation as released for the box AP: class-wise linear soft-NMS (IoU 0.6), score threshold 0,
+every detection above 1e-3 kept (COCOeval then uses the best 100 per image and class).
 For the mask AP (53.8) use the ``_maskness`` variant of this config.
 Init: train.init_checkpoint=eva02_L_pt_m38m_p14to16.pt
 """
@@ -15,6 +16,8 @@ set_eva02_vit(
     model, optimizer, "L", img_size=1536, window_size=32, global_blocks=[2, 5, 8, 11, 14, 17, 20, 23],
     drop_path_rate=0.4, lr=5e-5, lr_decay_rate=0.8, use_act_checkpoint=True,
 )  # fmt: skip
+test.aug.min_sizes = [1024, 1280, 1536]  # test-time augmentation: views fit the 1536 square
+test.aug.max_size = 1536
 set_multistep_schedule(train, lr_multiplier, max_iter=60000, warmup_iters=1000)
 use_released_soft_nms(model, score_thresh=0.0)
 dataloader.test.num_workers = 0

@@ -58,10 +58,9 @@ model = L(GeneralizedRCNN)(
         scale_factors=(4.0, 2.0, 1.0, 0.5),
         top_block=L(LastLevelMaxPool)(),
         norm="LN",
-        # The released configs padded every image to a 1024/1536 square. The backbone keeps the
-        # position grid of img_size for any input, so no padding is needed (set it to img_size
-        # to evaluate exactly as released).
-        square_pad=0,
+        # As released: every image is padded to the img_size square, in training and at test
+        # (det.recipe.set_eva02_vit keeps it equal to img_size). 0 pads to a multiple of 64 only.
+        square_pad=1024,
     ),
     proposal_generator=L(RPN)(
         in_features=["p2", "p3", "p4", "p5", "p6"],
@@ -130,6 +129,7 @@ model = L(GeneralizedRCNN)(
         class_wise=True,
         override_score_thresh=None,
         maskness_thresh=None,
+        # None: the predictors' 100 (COCO) / 300 (LVIS) with NMS; every detection with soft-NMS.
         test_topk_per_image=None,
     ),
     pixel_mean=[123.675, 116.28, 103.53],
@@ -153,15 +153,17 @@ train = dict(
     model_ema=dict(enabled=False, decay=0.9999, device="cuda", use_ema_weights_for_eval_only=False),
 )
 
-# Multi-scale + flip test-time augmentation (tools/lazyconfig_train_net.py ... test.aug.enabled=True).
+# Multi-scale + flip test-time augmentation (tools/lazyconfig_train_net.py ... test.aug.enabled=True),
+# see det/tta.py. Views must fit in the padded square (max_size <= model.backbone.square_pad).
 test = dict(
     aug=dict(
         enabled=False,
-        min_sizes=[800, 1024, 1200],
-        max_size=2048,
+        min_sizes=[640, 800, 1024],
+        max_size=1024,
         flip=True,
+        merge="nms",  # as released: class-wise NMS over the union of views ("soft_nms": the row's)
         nms_thresh=0.5,
-        detections_per_image=100,
+        detections_per_image=None,  # None: the row's evaluator cap (COCO 100, LVIS 300, O365 -> LVIS 1000)
     )
 )
 

@@ -25,6 +25,8 @@ set_eva02_vit(
     model, optimizer, "L", img_size=1536, window_size=16, global_blocks=[2, 5, 8, 11, 14, 17, 20, 23],
     drop_path_rate=0.4, lr=6e-5, lr_decay_rate=0.8,
 )  # fmt: skip
+test.aug.min_sizes = [1024, 1280, 1536]  # test-time augmentation: views fit the 1536 square
+test.aug.max_size = 1536
 set_multistep_schedule(train, lr_multiplier, max_iter=400000, warmup_iters=5000)
 dataloader.test.num_workers = 0
 dataloader.train.total_batch_size = 160

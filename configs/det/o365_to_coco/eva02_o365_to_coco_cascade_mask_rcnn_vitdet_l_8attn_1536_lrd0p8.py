@@ -21,6 +21,8 @@ set_eva02_vit(
     model, optimizer, "L", img_size=1536, window_size=16, global_blocks=[2, 5, 8, 11, 14, 17, 20, 23],
     drop_path_rate=0.3, lr=4e-5, lr_decay_rate=0.8, use_act_checkpoint=True,
 )  # fmt: skip
+test.aug.min_sizes = [1024, 1280, 1536]  # test-time augmentation: views fit the 1536 square
+test.aug.max_size = 1536
 use_released_soft_nms(model, score_thresh=0.0)
 
 train.max_iter = 40000

@@ -29,6 +29,7 @@ model.backbone.net.window_size = 6
 model.backbone.net.window_block_indexes = [0, 2]  # 1, 3 global
 model.backbone.net.drop_path_rate = 0.0
 model.backbone.out_channels = CHANNELS
+model.backbone.square_pad = SIZE  # as in the released rows (0: pad to a multiple of 64 only)
 
 model.proposal_generator.head.in_channels = CHANNELS
 model.proposal_generator.anchor_generator = L(DefaultAnchorGenerator)(
@@ -72,5 +73,5 @@ lr_multiplier.scheduler.milestones = [train.max_iter * 8 // 10, train.max_iter *
 lr_multiplier.scheduler.num_updates = train.max_iter
 lr_multiplier.warmup_length = 32 / train.max_iter
 
-test.aug.min_sizes = [160, 192, 224]
-test.aug.max_size = 320
+test.aug.min_sizes = [128, 160, 192]  # views fit the 192 square
+test.aug.max_size = SIZE
