@@ -90,7 +90,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-def _make_image(rng: np.random.Generator, size: int, max_objects: int):
+def _make_image(rng: np.random.Generator, size: int, max_objects: int, categories: list[dict] = CATEGORIES):
     """One picture with non-overlapping shapes; returns (BGR uint8, [(cat_index, polygon)], label map)."""
     img = _background(rng, size, size)
     label = np.ones((size, size), np.uint8)  # 1 = background
@@ -104,8 +104,8 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int):
                 break
         else:
             continue
-        k = int(rng.integers(len(CATEGORIES)))
-        poly = _shape_polygon(CATEGORIES[k]["name"], cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
+        k = int(rng.integers(len(categories)))
+        poly = _shape_polygon(categories[k]["name"], cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
         color = rng.uniform(0, 255, size=3)
         pts = np.round(poly * 16).astype(np.int32)  # 4 fractional bits for sub-pixel outlines
         canvas = np.zeros((size, size), np.uint8)
@@ -119,7 +119,14 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int):
     return np.clip(img, 0, 255).astype(np.uint8), objects, label
 
 
-def _annotation(ann_id: int, image_id: int, cat_index: int, poly: np.ndarray, size: int) -> dict:
+def _annotation(
+    ann_id: int,
+    image_id: int,
+    cat_index: int,
+    poly: np.ndarray,
+    size: int,
+    categories: list[dict] = CATEGORIES,
+) -> dict:
     poly = np.clip(poly, 0, size)
     x0, y0 = poly.min(0)
     x1, y1 = poly.max(0)
@@ -129,7 +136,7 @@ def _annotation(ann_id: int, image_id: int, cat_index: int, poly: np.ndarray, si
     return {
         "id": ann_id,
         "image_id": image_id,
-        "category_id": CATEGORIES[cat_index]["id"],
+        "category_id": categories[cat_index]["id"],
         "segmentation": [[round(float(v), 2) for v in poly.reshape(-1)]],
         "area": round(area, 2),
         "bbox": [
@@ -142,10 +149,10 @@ def _annotation(ann_id: int, image_id: int, cat_index: int, poly: np.ndarray, si
     }
 
 
-def _frequencies(annotations: list[dict]) -> dict[int, str]:
+def _frequencies(annotations: list[dict], categories: list[dict] = CATEGORIES) -> dict[int, str]:
     """LVIS frequency group per category from its training image count (r: <=10, c: <=100, f: more)."""
     counts = {
-        c["id"]: len({a["image_id"] for a in annotations if a["category_id"] == c["id"]}) for c in CATEGORIES
+        c["id"]: len({a["image_id"] for a in annotations if a["category_id"] == c["id"]}) for c in categories
     }
     return {cid: "r" if n <= 10 else "c" if n <= 100 else "f" for cid, n in counts.items()}
 
@@ -157,7 +164,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def generate(
-    out: Path, num_train: int, num_val: int, num_test: int, size: int, max_objects: int, seed: int
+    out: Path,
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    size: int,
+    max_objects: int,
+    seed: int,
+    categories: list[dict] = CATEGORIES,
 ) -> None:
     coco, ade = out / "toy_coco", out / "toy_ade"
     info = {"description": "synthetic shapes (toy_coco)", "version": "1.0", "year": 2026}
@@ -173,17 +187,17 @@ def generate(
         for i in range(count):
             image_id = (split_index + 1) * 100000 + i
             name = f"{split}_{i:06d}.jpg"
-            img, objects, label = _make_image(rng, size, max_objects)
+            img, objects, label = _make_image(rng, size, max_objects, categories)
             cv2.imwrite(str(coco / split / name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
             image = {"id": image_id, "file_name": name, "height": size, "width": size}
             if split != "test":
                 # Every shape is labelled, so absent categories are verified negatives (LVIS semantics).
                 present = {k for k, _ in objects}
-                image["neg_category_ids"] = [c["id"] for j, c in enumerate(CATEGORIES) if j not in present]
+                image["neg_category_ids"] = [c["id"] for j, c in enumerate(categories) if j not in present]
                 image["not_exhaustive_category_ids"] = []
             images.append(image)
             for k, poly in objects:
-                annotations.append(_annotation(ann_id, image_id, k, poly, size))
+                annotations.append(_annotation(ann_id, image_id, k, poly, size, categories))
                 ann_id += 1
             if ade_split:
                 stem = f"ADE_{ade_split}_{i:08d}"
@@ -195,23 +209,23 @@ def generate(
         if split == "test":
             _write_json(
                 coco / "annotations" / "image_info_test-dev.json",
-                {"info": info, "images": images, "categories": CATEGORIES, "licenses": []},
+                {"info": info, "images": images, "categories": categories, "licenses": []},
             )
             continue
         if split == "train":
-            frequencies = _frequencies(annotations)
-        categories = [{**c, "frequency": frequencies[c["id"]]} for c in CATEGORIES]
+            frequencies = _frequencies(annotations, categories)
+        with_frequency = [{**c, "frequency": frequencies[c["id"]]} for c in categories]
         _write_json(
             coco / "annotations" / f"instances_{split}.json",
             {
                 "info": info,
                 "images": images,
                 "annotations": annotations,
-                "categories": categories,
+                "categories": with_frequency,
                 "licenses": [],
             },
         )
-    classes = ["background"] + [c["name"] for c in CATEGORIES]
+    classes = ["background"] + [c["name"] for c in categories]
     ade.mkdir(parents=True, exist_ok=True)
     (ade / "classes.txt").write_text("\n".join(["ignore", *classes]) + "\n")
 
@@ -232,13 +246,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=192, help="square image side in pixels")
     parser.add_argument("--max-objects", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--shapes",
+        default=",".join(c["name"] for c in CATEGORIES),
+        help="comma-separated subset of the shape classes, in this order (default: all five)",
+    )
     args = parser.parse_args(argv)
     for name in ("num_train", "num_val", "num_test"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.size < 32:
         parser.error("--size must be >= 32")
-    generate(args.out, args.num_train, args.num_val, args.num_test, args.size, args.max_objects, args.seed)
+    names = [c["name"] for c in CATEGORIES]
+    shapes = args.shapes.split(",")
+    if not shapes or any(s not in names for s in shapes) or len(set(shapes)) != len(shapes):
+        parser.error(f"--shapes must be distinct names among {names}, got {args.shapes!r}")
+    categories = [c for c in CATEGORIES if c["name"] in shapes]
+    sizes = (args.num_train, args.num_val, args.num_test, args.size, args.max_objects)
+    generate(args.out, *sizes, args.seed, categories)
     print(f"toy data written to {args.out / 'toy_coco'} and {args.out / 'toy_ade'}")
 
 
