@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmseg.registry import HOOKS
 from torch import nn
@@ -69,7 +69,12 @@ def _shapes(keys: Sequence[str], ckpt: Mapping, model_state: Mapping) -> str:
 
 
 def _model(runner) -> nn.Module:
-    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+    """The segmentor itself: without DDP wrappers and without the TTA model (``--tta``), which
+    mmengine's loader also looks through."""
+    model = runner.model
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
 
 
 @HOOKS.register_module()

@@ -1,8 +1,9 @@
 """Speed of EVA-02 UperNet and Mask2Former next to mmseg's own BEiT / ViT backbones of the same size.
 
-For each EVA-02 config the same UperNet + auxiliary head is rebuilt with mmseg's ``BEiT`` and
-``VisionTransformer`` backbones (plus mmseg's ``Feature2Pyramid`` neck for the 4 scales, which is
-what our backbone's fpn1..4 do internally) and timed on random data of the config's crop size:
+For each EVA-02 config the same head (UperNet + auxiliary, or Mask2Former) is rebuilt with mmseg's
+``BEiT`` and ``VisionTransformer`` backbones (plus mmseg's ``Feature2Pyramid`` neck for the 4
+scales, which is what our backbone's fpn1..4 do internally) and timed on random data of the
+config's crop size (``--crop`` for one size everywhere):
 
 * training iterations per second (forward + backward + AdamW step, batch ``--batch``) and the
   peak memory of training (CUDA: ``max_memory_allocated``; CPU: growth of the process's resident
@@ -10,12 +11,12 @@ what our backbone's fpn1..4 do internally) and timed on random data of the confi
 * whole-image inference seconds per image at the crop size (mmseg's BEiT accepts no other size),
 * sliding-window inference seconds per ``--test-size`` square image (default 1.5 x crop: 2 x 2 windows).
 
-    python tools/benchmark_seg.py                                  # toy + B-512 configs, CPU
+    python tools/benchmark_seg.py                    # toy UperNet + Mask2Former and B-512 UperNet, CPU
     python tools/benchmark_seg.py --configs configs/seg/toy/upernet_eva02_tiny_toy.py --iters 5
-    # UperNet and Mask2Former on the same B backbone, at one crop, EVA-02 backbone rows only
+    # UperNet and Mask2Former on the same B backbone (each at its own crop; --crop N for one crop)
     python tools/benchmark_seg.py --configs configs/seg/eva02/upernet_eva02_base_12_512_slide_60k.py \
         configs/seg/eva02/mask2former/mask2former_eva02_base_12_896_slide_60k_cocostuff164k.py \
-        --crop 896 --batch 1 --backbones eva02
+        --batch 2 --backbones eva02
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ DEFAULT_CONFIGS = (
     "configs/seg/toy/upernet_eva02_tiny_toy.py",
     "configs/seg/toy/mask2former_eva02_tiny_toy.py",
     "configs/seg/eva02/upernet_eva02_base_12_512_slide_60k.py",
-    "configs/seg/eva02/mask2former/mask2former_eva02_base_12_896_slide_60k_cocostuff164k.py",
 )
 BACKBONES = ("eva02", "mmseg-beit", "mmseg-vit")
 
