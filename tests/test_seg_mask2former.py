@@ -525,6 +525,31 @@ def test_class_count_mismatch_without_reinit_is_refused(toy3, source_model, tmp_
         Runner.from_cfg(cfg).train()
 
 
+def test_resuming_a_finetuning_run_with_its_source_as_load_from_is_refused(toy3, source_model, tmp_path):
+    cfg = _finetune_cfg(
+        toy3, source_model, str(tmp_path / "ft"), 4, reinit_class_layers=True, require_load_from=True
+    )
+    cfg.resume = True
+    with pytest.raises(ValueError, match="add --cfg-options load_from=None"):
+        Runner.from_cfg(cfg).train()
+
+
+@pytest.mark.parametrize("damage", ["missing", "shape"])
+def test_checkpoint_of_another_architecture_is_refused(toy3, source_model, tmp_path, damage):
+    checkpoint = torch.load(source_model)
+    if damage == "missing":
+        del checkpoint["state_dict"]["decode_head.level_embed.weight"]
+        message = r"not a checkpoint of this segmentor; 1 tensors missing, e.g. \['decode_head.level_embed"
+    else:
+        checkpoint["state_dict"]["decode_head.level_embed.weight"] = torch.zeros(4, 64)
+        message = r"tensors of another architecture: decode_head.level_embed.weight \(4, 64\) -> \(3, 64\)"
+    damaged = str(tmp_path / "damaged.pth")
+    torch.save(checkpoint, damaged)
+    cfg = _finetune_cfg(toy3, damaged, str(tmp_path / "ft"), 4, reinit_class_layers=True)
+    with pytest.raises(CheckpointMismatchError, match=message):
+        Runner.from_cfg(cfg).train()
+
+
 def test_testing_with_a_checkpoint_of_another_class_count_fails_clearly(toy3, source_model, tmp_path):
     opts = [*_data_opts(toy3), "model.decode_head.num_classes=4"]
     opts.append("model.decode_head.loss_cls.class_weight=[1.0,1.0,1.0,1.0,0.1]")
