@@ -9,6 +9,7 @@ one clear error per bad input.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import math
 import os
@@ -455,6 +456,28 @@ def toy3(tmp_path_factory) -> str:
     args = ["--num-train", "16", "--num-val", "2", "--num-test", "1", "--size", "128", "--max-objects", "3"]
     _run([PY, "tools/make_toy_data.py", "--out", str(out), *args, "--shapes", "circle,square,triangle"])
     return str(out / "toy_ade")
+
+
+def test_toy_set_with_a_subset_of_shapes(toy3):
+    root = osp.dirname(toy3)
+    assert open(osp.join(toy3, "classes.txt")).read().split() == [
+        "ignore",
+        "background",
+        "circle",
+        "square",
+        "triangle",
+    ]
+    labels = np.unique(
+        np.concatenate(
+            [cv2.imread(p, cv2.IMREAD_UNCHANGED).ravel() for p in glob.glob(f"{toy3}/annotations/*/*.png")]
+        )
+    )
+    assert set(labels.tolist()) <= {0, 1, 2, 3, 4} and {2, 3, 4} <= set(labels.tolist())
+    coco = json.load(open(osp.join(root, "toy_coco", "annotations", "instances_train.json")))
+    assert [c["id"] for c in coco["categories"]] == [1, 3, 5]  # circle, square, triangle ids kept
+    assert {a["category_id"] for a in coco["annotations"]} <= {1, 3, 5}
+    bad = _run([PY, "tools/make_toy_data.py", "--out", root, "--shapes", "circle,hexagon"], ok=False)
+    assert "--shapes must be distinct names among" in bad
 
 
 @pytest.fixture(scope="module")
