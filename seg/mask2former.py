@@ -14,20 +14,6 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS, TRANSFORMS
 from torch import Tensor, nn
 
-# PackSegInputs' default metainfo plus the padding that PadShortSide records for postprocess_result.
-PAD_META_KEYS = (
-    "img_path",
-    "seg_map_path",
-    "ori_shape",
-    "img_shape",
-    "pad_shape",
-    "scale_factor",
-    "flip",
-    "flip_direction",
-    "reduce_zero_label",
-    "img_padding_size",
-)
-
 
 def check_head_fits_pyramid(head: Mapping, backbone: nn.Module) -> None:
     """Raise one clear error if a Mask2Former head config does not fit the backbone's pyramid.
@@ -89,8 +75,8 @@ class PadShortSide(BaseTransform):
     EVA-01's multi-scale test did this so that sliding windows always see ``size`` pixels, then cut
     the padding off the prediction. Here the padding is recorded as ``img_padding_size`` (left,
     right, top, bottom), which mmseg's ``postprocess_result`` removes before un-flipping and resizing
-    to the original shape; pack it with ``PackSegInputs(meta_keys=PAD_META_KEYS)``. Annotations must
-    be loaded after this transform (they are compared at the original size).
+    to the original shape; add ``"img_padding_size"`` to ``PackSegInputs``' ``meta_keys``.
+    Annotations must be loaded after this transform (they are compared at the original size).
     """
 
     def __init__(self, size: int, pad_val: float = 0) -> None:
