@@ -1,14 +1,17 @@
-"""EVA-02 semantic segmentation on mmsegmentation 1.x (UperNet).
+"""EVA-02 semantic segmentation on mmsegmentation 1.x (UperNet, Mask2Former).
 
 Importing this package registers, in mmseg's registries, the ``EVA02`` backbone, the
 ``EVA02LayerDecayOptimizerConstructor``, the ``ShortSideAtLeastResize`` test transform and the
-``DeviceAwareDDP`` model wrapper, and lets ``torch.load`` read mmengine's own checkpoints
-(see :mod:`seg.safe_load`). Configs pull it in with ``custom_imports = dict(imports=["seg"])``.
+``DeviceAwareDDP`` model wrapper, the Mask2Former pieces (``Mask2FormerEncoderDecoder``,
+``PadShortSide``) and the ``SegmentorCheckpointHook``, and lets ``torch.load`` read mmengine's own
+checkpoints (see :mod:`seg.safe_load`). Configs pull it in with ``custom_imports = dict(imports=["seg"])``.
 """
 
 from .backbone import EVA02
 from .ddp import DeviceAwareDDP
+from .finetune import SegmentorCheckpointHook
 from .layer_decay import EVA02LayerDecayOptimizerConstructor, seg_layer_id
+from .mask2former import Mask2FormerEncoderDecoder, PadShortSide
 from .safe_load import allow_mmengine_checkpoints
 from .transforms import ShortSideAtLeastResize
 
@@ -18,6 +21,9 @@ __all__ = [
     "EVA02",
     "DeviceAwareDDP",
     "EVA02LayerDecayOptimizerConstructor",
+    "Mask2FormerEncoderDecoder",
+    "PadShortSide",
+    "SegmentorCheckpointHook",
     "ShortSideAtLeastResize",
     "allow_mmengine_checkpoints",
     "seg_layer_id",

@@ -87,6 +87,9 @@ class EVA02(EVA02ViT, BaseModule):
             norm=lambda channels: build_norm_layer(norm_cfg, channels)[1],
         )
         self.fpn1, self.fpn2, self.fpn3, self.fpn4 = pyramid.stages
+        # what a head must expect (checked by Mask2FormerEncoderDecoder against its pixel decoder)
+        self.out_strides = tuple(round(patch_size / s) for s in pyramid.scale_factors)
+        self.out_channels = tuple(pyramid.out_channels)
 
     def init_weights(self) -> None:
         """Random init of the ViT, then the pretrained checkpoint if one is configured."""

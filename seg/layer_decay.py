@@ -30,6 +30,9 @@ class EVA02LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     the release, 1-D parameters and biases get no weight decay; every other parameter (including
     ``pos_embed`` and ``cls_token``) gets the optimizer's ``weight_decay``. mmseg's own
     ``LearningRateDecayOptimizerConstructor`` only understands BEiT/ConvNeXt names.
+
+    Optional ``paramwise_cfg.layer0_prefixes``: name prefixes put in layer 0 with the embeddings
+    (EVA-01's Mask2Former recipe does this for the head's query, level, class and mask embeddings).
     """
 
     def add_params(self, params: list[dict], module: nn.Module, **kwargs) -> None:
@@ -40,12 +43,13 @@ class EVA02LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 f"EVA02LayerDecayOptimizerConstructor: paramwise_cfg lacks {missing} (got {dict(cfg)})"
             )
         num_layers, rate = int(cfg["num_layers"]), float(cfg["layer_decay_rate"])
+        layer0 = tuple(cfg.get("layer0_prefixes", ()))
         groups: dict[str, dict] = {}
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
             no_decay = param.ndim == 1 or name.endswith(".bias")
-            lid = seg_layer_id(name, num_layers)
+            lid = 0 if layer0 and name.startswith(layer0) else seg_layer_id(name, num_layers)
             key = f"layer_{lid}_{'no_decay' if no_decay else 'decay'}"
             if key not in groups:
                 scale = rate ** (num_layers + 1 - lid)

@@ -90,7 +90,13 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-def _make_image(rng: np.random.Generator, size: int, max_objects: int, height: int | None = None):
+def _make_image(
+    rng: np.random.Generator,
+    size: int,
+    max_objects: int,
+    height: int | None = None,
+    categories: list[dict] = CATEGORIES,
+):
     """One ``size`` wide, ``height`` (default ``size``) tall picture with non-overlapping shapes;
     returns (BGR uint8, [(cat_index, polygon)], label map)."""
     h, w = height or size, size
@@ -106,8 +112,8 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int, height: i
                 break
         else:
             continue
-        k = int(rng.integers(len(CATEGORIES)))
-        poly = _shape_polygon(CATEGORIES[k]["name"], cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
+        k = int(rng.integers(len(categories)))
+        poly = _shape_polygon(categories[k]["name"], cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
         color = rng.uniform(0, 255, size=3)
         pts = np.round(poly * 16).astype(np.int32)  # 4 fractional bits for sub-pixel outlines
         canvas = np.zeros((h, w), np.uint8)
@@ -121,7 +127,15 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int, height: i
     return np.clip(img, 0, 255).astype(np.uint8), objects, label
 
 
-def _annotation(ann_id: int, image_id: int, cat_index: int, poly: np.ndarray, w: int, h: int) -> dict:
+def _annotation(
+    ann_id: int,
+    image_id: int,
+    cat_index: int,
+    poly: np.ndarray,
+    w: int,
+    h: int,
+    categories: list[dict] = CATEGORIES,
+) -> dict:
     poly = np.clip(poly, 0, [w, h])
     x0, y0 = poly.min(0)
     x1, y1 = poly.max(0)
@@ -131,7 +145,7 @@ def _annotation(ann_id: int, image_id: int, cat_index: int, poly: np.ndarray, w:
     return {
         "id": ann_id,
         "image_id": image_id,
-        "category_id": CATEGORIES[cat_index]["id"],
+        "category_id": categories[cat_index]["id"],
         "segmentation": [[round(float(v), 2) for v in poly.reshape(-1)]],
         "area": round(area, 2),
         "bbox": [
@@ -144,10 +158,10 @@ def _annotation(ann_id: int, image_id: int, cat_index: int, poly: np.ndarray, w:
     }
 
 
-def _frequencies(annotations: list[dict]) -> dict[int, str]:
+def _frequencies(annotations: list[dict], categories: list[dict] = CATEGORIES) -> dict[int, str]:
     """LVIS frequency group per category from its training image count (r: <=10, c: <=100, f: more)."""
     counts = {
-        c["id"]: len({a["image_id"] for a in annotations if a["category_id"] == c["id"]}) for c in CATEGORIES
+        c["id"]: len({a["image_id"] for a in annotations if a["category_id"] == c["id"]}) for c in categories
     }
     return {cid: "r" if n <= 10 else "c" if n <= 100 else "f" for cid, n in counts.items()}
 
@@ -167,6 +181,7 @@ def generate(
     max_objects: int,
     seed: int,
     height: int | None = None,
+    categories: list[dict] = CATEGORIES,
 ) -> None:
     """Write the set; images are ``size`` wide and ``height`` (default ``size``: square) tall."""
     h = height or size
@@ -184,17 +199,17 @@ def generate(
         for i in range(count):
             image_id = (split_index + 1) * 100000 + i
             name = f"{split}_{i:06d}.jpg"
-            img, objects, label = _make_image(rng, size, max_objects, h)
+            img, objects, label = _make_image(rng, size, max_objects, h, categories)
             cv2.imwrite(str(coco / split / name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
             image = {"id": image_id, "file_name": name, "height": h, "width": size}
             if split != "test":
                 # Every shape is labelled, so absent categories are verified negatives (LVIS semantics).
                 present = {k for k, _ in objects}
-                image["neg_category_ids"] = [c["id"] for j, c in enumerate(CATEGORIES) if j not in present]
+                image["neg_category_ids"] = [c["id"] for j, c in enumerate(categories) if j not in present]
                 image["not_exhaustive_category_ids"] = []
             images.append(image)
             for k, poly in objects:
-                annotations.append(_annotation(ann_id, image_id, k, poly, size, h))
+                annotations.append(_annotation(ann_id, image_id, k, poly, size, h, categories))
                 ann_id += 1
             if ade_split:
                 stem = f"ADE_{ade_split}_{i:08d}"
@@ -206,23 +221,23 @@ def generate(
         if split == "test":
             _write_json(
                 coco / "annotations" / "image_info_test-dev.json",
-                {"info": info, "images": images, "categories": CATEGORIES, "licenses": []},
+                {"info": info, "images": images, "categories": categories, "licenses": []},
             )
             continue
         if split == "train":
-            frequencies = _frequencies(annotations)
-        categories = [{**c, "frequency": frequencies[c["id"]]} for c in CATEGORIES]
+            frequencies = _frequencies(annotations, categories)
+        with_frequency = [{**c, "frequency": frequencies[c["id"]]} for c in categories]
         _write_json(
             coco / "annotations" / f"instances_{split}.json",
             {
                 "info": info,
                 "images": images,
                 "annotations": annotations,
-                "categories": categories,
+                "categories": with_frequency,
                 "licenses": [],
             },
         )
-    classes = ["background"] + [c["name"] for c in CATEGORIES]
+    classes = ["background"] + [c["name"] for c in categories]
     ade.mkdir(parents=True, exist_ok=True)
     (ade / "classes.txt").write_text("\n".join(["ignore", *classes]) + "\n")
 
@@ -244,22 +259,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=None, help="image height if not --size (non-square)")
     parser.add_argument("--max-objects", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--shapes",
+        default=",".join(c["name"] for c in CATEGORIES),
+        help="comma-separated subset of the shape classes, in this order (default: all five)",
+    )
     args = parser.parse_args(argv)
     for name in ("num_train", "num_val", "num_test"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.size < 32 or (args.height is not None and args.height < 32):
         parser.error("--size and --height must be >= 32")
-    generate(
-        args.out,
-        args.num_train,
-        args.num_val,
-        args.num_test,
-        args.size,
-        args.max_objects,
-        args.seed,
-        height=args.height,
-    )
+    names = [c["name"] for c in CATEGORIES]
+    shapes = args.shapes.split(",")
+    if not shapes or any(s not in names for s in shapes) or len(set(shapes)) != len(shapes):
+        parser.error(f"--shapes must be distinct names among {names}, got {args.shapes!r}")
+    categories = [c for c in CATEGORIES if c["name"] in shapes]
+    sizes = (args.num_train, args.num_val, args.num_test, args.size, args.max_objects)
+    generate(args.out, *sizes, args.seed, height=args.height, categories=categories)
     print(f"toy data written to {args.out / 'toy_coco'} and {args.out / 'toy_ade'}")
 
 
