@@ -17,6 +17,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 
+from backbone.io import atomic_write, atomic_write_text
+
 TASKS = ("bbox", "segm")
 logger = logging.getLogger("detectron2")
 
@@ -99,14 +101,13 @@ def write_submission(results: list[dict], out_dir: str | os.PathLike, file_name:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / file_name
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, path)
-    zpath = path.with_suffix(".zip")
-    ztmp = path.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(ztmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.write(path, arcname=file_name)
-    os.replace(ztmp, zpath)
+    atomic_write_text(path, json.dumps(results))
+
+    def write_zip(handle) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.write(path, arcname=file_name)
+
+    atomic_write(path.with_suffix(".zip"), write_zip)
     return path
 
 

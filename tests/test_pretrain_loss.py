@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from backbone import build_backbone
-from backbone.mim import MIMStudent, neg_cosine_loss, released_init
+from pretrain import MIMStudent, neg_cosine_loss, released_init
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,8 +7,8 @@ import pytest
 import timm
 import torch
 
-from backbone.mim import TeacherError, build_teacher
-from backbone.mim.teacher import save_teacher
+from pretrain import TeacherError, build_teacher
+from pretrain.teacher import save_teacher
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from backbone.mim import MIMStudent, build_teacher, neg_cosine_loss, recipe_config, released_init, train
-from backbone.mim.schedule import build_optimizer, lr_at
-from backbone.mim.state import load_training_state
+from pretrain import MIMStudent, build_teacher, neg_cosine_loss, recipe_config, released_init, train
+from pretrain.schedule import build_optimizer, lr_at
+from pretrain.state import load_training_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(model_overrides={"depth": 2}, img_size=56, min_mask_patches_per_block=2, num_workers=0)
@@ -141,7 +141,7 @@ def test_too_few_images_is_a_clear_error(image_dir, tmp_path):
 _WRITER = """
 import sys, torch
 sys.path.insert(0, {repo!r})
-from backbone.mim.atomic import atomic_save
+from backbone.io import atomic_save
 for version in range(1000):
     payload = torch.full((6_000_000,), float(version))
     atomic_save({{"version": torch.tensor(version), "payload": payload}}, {path!r})

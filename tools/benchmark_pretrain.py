@@ -23,9 +23,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from backbone import build_backbone  # noqa: E402
-from backbone.mim import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init  # noqa: E402
-from backbone.mim.schedule import build_optimizer  # noqa: E402
-from backbone.mim.teacher import CLIPTeacher  # noqa: E402
+from pretrain import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init  # noqa: E402
+from pretrain.schedule import build_optimizer  # noqa: E402
+from pretrain.teacher import CLIPTeacher  # noqa: E402
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
