@@ -139,8 +139,7 @@ def test_too_few_images_is_a_clear_error(image_dir, tmp_path):
 
 
 _WRITER = """
-import sys, torch
-sys.path.insert(0, {repo!r})
+import torch
 from backbone.io import atomic_save
 for version in range(1000):
     payload = torch.full((6_000_000,), float(version))
@@ -152,7 +151,7 @@ for version in range(1000):
 def test_killed_during_write_never_corrupts_the_previous_checkpoint(tmp_path):
     path = str(tmp_path / "checkpoint-last.pth")
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER.format(repo=REPO, path=path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _WRITER.format(path=path)], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout.readline().strip() == "0"  # version 0 is complete on disk

@@ -31,21 +31,18 @@ import time
 from functools import partial
 from pathlib import Path
 
+import torch
+from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetMapper
+from detectron2.data.datasets import load_coco_json
+from detectron2.modeling import ViT
+from detectron2.utils.events import EventStorage
+from torch import nn
+
+import toydata
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-import make_toy_data  # noqa: E402
-import torch  # noqa: E402
-from detectron2.config import LazyCall as L  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.data import DatasetMapper  # noqa: E402
-from detectron2.data.datasets import load_coco_json  # noqa: E402
-from detectron2.modeling import ViT  # noqa: E402
-from detectron2.utils.events import EventStorage  # noqa: E402
-from torch import nn  # noqa: E402
-
-import det  # noqa: E402,F401
 
 CASES = {
     "tiny": (ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py", 192),
@@ -55,7 +52,7 @@ CASES = {
 
 
 def _batch(size: int, n: int, workdir: Path) -> list[dict]:
-    make_toy_data.generate(workdir, num_train=n, num_val=1, num_test=1, size=size, max_objects=4, seed=9)
+    toydata.generate(workdir, num_train=n, num_val=1, num_test=1, size=size, max_objects=4, seed=9)
     dicts = load_coco_json(
         str(workdir / "toy_coco/annotations/instances_train.json"),
         str(workdir / "toy_coco/train"),
@@ -183,7 +180,7 @@ def square_pad_speed(case: str, device: str, images: int) -> None:
     size = CASES[case][1]
     height = size * 2 // 3 // 64 * 64  # a multiple of 64: without square padding nothing is padded
     with tempfile.TemporaryDirectory() as tmp:
-        make_toy_data.generate(Path(tmp), 1, 1, 1, size=size, max_objects=4, seed=9, height=height)
+        toydata.generate(Path(tmp), 1, 1, 1, size=size, max_objects=4, seed=9, height=height)
         dicts = load_coco_json(
             str(Path(tmp) / "toy_coco/annotations/instances_val.json"), str(Path(tmp) / "toy_coco/val")
         )

@@ -12,7 +12,6 @@ One step = teacher forward + student forward/backward + AdamW update. FLOPs are 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -20,12 +19,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from backbone import build_backbone  # noqa: E402
-from pretrain import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init  # noqa: E402
-from pretrain.schedule import build_optimizer  # noqa: E402
-from pretrain.teacher import CLIPTeacher  # noqa: E402
+from backbone import build_backbone
+from pretrain import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init
+from pretrain.schedule import build_optimizer
+from pretrain.teacher import CLIPTeacher
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:

@@ -26,22 +26,17 @@ import copy
 import json
 import os
 import os.path as osp
-import sys
 import threading
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-import torch  # noqa: E402
-from mmengine.config import Config, ConfigDict  # noqa: E402
-from mmengine.model import revert_sync_batchnorm  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.structures import PixelData  # noqa: E402
-from mmengine.utils import import_modules_from_strings  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
-from mmseg.structures import SegDataSample  # noqa: E402
-
-import seg  # noqa: E402, F401
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmengine.utils import import_modules_from_strings
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 
 DEFAULT_CONFIGS = (
     "configs/seg/toy/upernet_eva02_tiny_toy.py",

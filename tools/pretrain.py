@@ -16,10 +16,8 @@ import os
 import sys
 import typing
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pretrain.recipes import RECIPES, PretrainConfig, recipe_config  # noqa: E402
-from pretrain.teacher import TEACHERS, TeacherError  # noqa: E402
+from pretrain.recipes import RECIPES, PretrainConfig, recipe_config
+from pretrain.teacher import TEACHERS, TeacherError
 
 _HELP = {
     "data": "image folder (ImageFolder layout or flat, searched recursively)",

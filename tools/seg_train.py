@@ -3,7 +3,7 @@
     python tools/seg_train.py CONFIG [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...]
     torchrun --nproc_per_node=N tools/seg_train.py CONFIG --launcher pytorch
 
-Puts the repository root on ``sys.path`` so configs can ``custom_imports`` the ``seg`` package.
+Configs pull in the ``seg`` package with ``custom_imports`` (installed by ``pip install -e .``).
 Without CUDA, ``--launcher pytorch`` runs on gloo and AMP configs fall back to fp32.
 """
 
@@ -13,17 +13,14 @@ import argparse
 import logging
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-from mmseg.registry import RUNNERS  # noqa: E402
-
-import seg  # noqa: E402, F401  (registers modules, safe loading of mmengine checkpoints)
-from seg.launch import (  # noqa: E402
+import seg  # noqa: F401  (registers modules, safe loading of mmengine checkpoints)
+from seg.launch import (
     cpu_fallback_optim,
     init_cpu_distributed,
     is_tta_config,
