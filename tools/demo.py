@@ -21,6 +21,7 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+import det  # noqa: F401  (registers datasets, applies compatibility shims)
 from det.engine import build_model, load_weights
 
 

@@ -30,6 +30,7 @@ from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 from mmseg.registry import MODELS
 
+import seg  # noqa: F401  (registers the EVA02 backbone and the Mask2Former pieces)
 from seg.launch import cpu_fallback_optim
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from mmseg.apis import inference_model, init_model, show_result_pyplot
 
+import seg  # noqa: F401  (registers the EVA02 backbone and the Mask2Former pieces)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
