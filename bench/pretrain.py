@@ -20,9 +20,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from backbone import build_backbone
 from bench.timing import add_common_arguments, apply_threads, best_interleaved, seconds_per_call
-from pretrain import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init
-from pretrain.schedule import build_optimizer
-from pretrain.teacher import CLIPTeacher
+from pretraining import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init
+from pretraining.schedule import build_optimizer
+from pretraining.teacher import CLIPTeacher
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:

@@ -129,7 +129,7 @@ def test_timm_output_loads_into_timm_eva_with_the_same_features(name, timm_name,
 
 
 def test_pretraining_checkpoint_to_detector_init(tmp_path):
-    from pretrain import MIMStudent
+    from pretraining import MIMStudent
 
     student = MIMStudent(_vit(), 32)
     path = tmp_path / "checkpoint-last.pth"

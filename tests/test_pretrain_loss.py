@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from backbone import build_backbone
-from pretrain import MIMStudent, neg_cosine_loss, released_init
+from pretraining import MIMStudent, neg_cosine_loss, released_init
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,8 +7,8 @@ import pytest
 import timm
 import torch
 
-from pretrain import TeacherError, build_teacher
-from pretrain.teacher import save_teacher
+from pretraining import TeacherError, build_teacher
+from pretraining.teacher import save_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain import MIMStudent, build_teacher, neg_cosine_loss, recipe_config, released_init, train
-from pretrain.schedule import build_optimizer, lr_at
-from pretrain.state import load_training_state
+from pretraining import MIMStudent, build_teacher, neg_cosine_loss, recipe_config, released_init, train
+from pretraining.schedule import build_optimizer, lr_at
+from pretraining.state import load_training_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(model_overrides={"depth": 2}, img_size=56, min_mask_patches_per_block=2, num_workers=0)
