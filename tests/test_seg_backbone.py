@@ -34,8 +34,13 @@ def _backbone(arch: str, out_indices, depth=None, **kw):
 def test_four_scales_strides_and_channels(arch, out_indices, depth, dim):
     model = _backbone(arch, out_indices, depth)
     assert model.depth == max(out_indices) + 1 and model.num_heads == dim // 64
+    x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 96))
+        outs = model(x)
+        blocks = model.forward_blocks(x, list(out_indices))
+    # values, not only shapes: stride 16 is the block's map itself, stride 32 its 2x2 max-pool
+    assert torch.equal(outs[2], blocks[2])
+    assert torch.equal(outs[3], F.max_pool2d(blocks[3], 2, 2))
     assert [tuple(o.shape) for o in outs] == [
         (1, dim, 16, 24),
         (1, dim, 8, 12),
