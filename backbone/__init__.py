@@ -2,8 +2,8 @@
 
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
 from .convert import from_internal, to_internal
-from .lr_decay import layer_id, lr_decay_scale
-from .presets import PRESETS, build_backbone, eva02_base, eva02_large, eva02_small, eva02_tiny
+from .lr_decay import layer_id
+from .presets import PRESETS, build_backbone
 from .pyramid import SimpleFeaturePyramid
 from .vit import EVA02ViT
 
@@ -14,14 +14,9 @@ __all__ = [
     "LoadReport",
     "SimpleFeaturePyramid",
     "build_backbone",
-    "eva02_base",
-    "eva02_large",
-    "eva02_small",
-    "eva02_tiny",
     "from_internal",
     "layer_id",
     "load_checkpoint",
-    "lr_decay_scale",
     "read_state_dict",
     "to_internal",
 ]

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import torch
+from timm.layers import DropPath, LayerNorm2d
 from torch import nn
 
 from .attention import Attention, window_partition, window_unpartition
 from .mlp import SwiGLU
 
 Rope = tuple[torch.Tensor, torch.Tensor]
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample."""
-
-    def __init__(self, prob: float) -> None:
-        super().__init__()
-        self.prob = prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.prob == 0.0:
-            return x
-        keep = 1.0 - self.prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"prob={self.prob}"
 
 
 class Block(nn.Module):
@@ -71,20 +54,6 @@ class Block(nn.Module):
             fmap = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])
             x = self.residual(fmap).flatten(2).transpose(1, 2)
         return x
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) map."""
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
 
 
 class ResidualConvBlock(nn.Module):

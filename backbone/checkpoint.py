@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
-from .convert import StateDict, to_internal
+from .convert import StateDict, find_prefix, to_internal
+from .io import CheckpointError, read_checkpoint
 from .pos_embed import resize_patch_kernel, resize_pos_grid, split_prefix
 from .presets import PRESETS, infer_preset
 from .vit import EVA02ViT
@@ -25,8 +24,15 @@ _INNER_LN = re.compile(r"^blocks\.\d+\.attn\.inner_attn_ln\.")
 _INNER_LN_ANY = re.compile(r"blocks\.\d+\.attn\.(inner_attn_ln|norm)\.weight$")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit the model."""
+# A checkpoint that fills less than this share of the backbone is refused (loading and conversion):
+# most likely a foreign checkpoint, which would otherwise leave the model silently random.
+MIN_MATCHED_FRACTION = 0.5
+
+
+def require_enough_matched(found: int, total: int, source: str, consequence: str) -> None:
+    """The one "enough tensors matched" rule of loading and conversion."""
+    if found < MIN_MATCHED_FRACTION * total:
+        raise CheckpointError(f"{source}: only {found} of {total} backbone tensors match; {consequence}")
 
 
 @dataclass
@@ -56,25 +62,7 @@ class LoadReport:
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
     """Load a checkpoint file safely (tensors and plain containers only) and unwrap it to a state dict."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        # Released training checkpoints carry their argparse namespace; allow that one class only.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: refusing to unpickle Python objects that are not tensors or plain containers "
-            f"({reason[:200]}). Not a weights checkpoint, or one that needs an explicit conversion."
-        ) from None
-    except Exception as err:  # corrupt input raises EOFError, KeyError, RuntimeError, ...
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
-            f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-        ) from None
-    return unwrap_state_dict(obj, path)
+    return unwrap_state_dict(read_checkpoint(path), os.fspath(path))
 
 
 def unwrap_state_dict(obj: object, source: str = "<state dict>") -> StateDict:
@@ -122,9 +110,7 @@ def load_checkpoint(
         sd, dropped, layout = to_internal(raw)
     except KeyError as err:
         raise CheckpointError(f"{source}: {err.args[0]}") from None
-    prefix = next(
-        (k[: -len("patch_embed.proj.weight")] for k in raw if k.endswith("patch_embed.proj.weight")), ""
-    )
+    prefix = find_prefix(raw)
     report = LoadReport(source, layout, prefix, dropped=sorted(dropped))
     _check_architecture(model, sd, raw, source)
 
@@ -165,11 +151,7 @@ def load_checkpoint(
         logger.warning(
             "%s: %d tensors without a slot ignored, e.g. %s", source, len(report.unexpected), shown
         )
-    if len(ready) < 0.5 * len(target):
-        raise CheckpointError(
-            f"{source}: only {len(ready)} of {len(target)} backbone tensors match; "
-            "refusing to leave the model random"
-        )
+    require_enough_matched(len(ready), len(target), source, "refusing to leave the model random")
     model.load_state_dict(ready, strict=False)
     logger.info(report.summary())
     return report

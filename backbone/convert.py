@@ -32,12 +32,20 @@ _NON_BACKBONE = re.compile(
 _ANCHOR = "patch_embed.proj.weight"
 
 
-def strip_prefix(state_dict: StateDict) -> tuple[StateDict, str]:
-    """Keep the keys under the prefix that holds ``patch_embed.proj.weight``, without that prefix."""
+def find_prefix(state_dict: StateDict) -> str:
+    """The prefix of the backbone in a checkpoint: the shortest one before ``patch_embed.proj.weight``.
+
+    The one prefix rule of the toolkit (loading, conversion and reports all use it).
+    """
     anchors = [k for k in state_dict if k.endswith(_ANCHOR)]
     if not anchors:
         raise KeyError(f"no '{_ANCHOR}' key: this does not look like a ViT state dict")
-    prefix = min(anchors, key=len)[: -len(_ANCHOR)]
+    return min(anchors, key=len)[: -len(_ANCHOR)]
+
+
+def strip_prefix(state_dict: StateDict) -> tuple[StateDict, str]:
+    """Keep the keys under :func:`find_prefix`'s prefix, without that prefix."""
+    prefix = find_prefix(state_dict)
     out = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     return out, prefix
 

@@ -21,7 +21,3 @@ def layer_id(name: str, depth: int) -> int:
     if any(part in ("cls_token", "pos_embed", "patch_embed", "mask_token") for part in leaf):
         return 0
     return depth + 1
-
-
-def lr_decay_scale(name: str, depth: int, decay: float) -> float:
-    return decay ** (depth + 1 - layer_id(name, depth))

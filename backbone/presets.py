@@ -26,22 +26,6 @@ PRESET_GEOMETRY: dict[str, dict[str, Any]] = {
 }
 
 
-def eva02_tiny(**overrides: Any) -> EVA02ViT:
-    return EVA02ViT(**{**PRESETS["eva02_tiny"], **overrides})
-
-
-def eva02_small(**overrides: Any) -> EVA02ViT:
-    return EVA02ViT(**{**PRESETS["eva02_small"], **overrides})
-
-
-def eva02_base(**overrides: Any) -> EVA02ViT:
-    return EVA02ViT(**{**PRESETS["eva02_base"], **overrides})
-
-
-def eva02_large(**overrides: Any) -> EVA02ViT:
-    return EVA02ViT(**{**PRESETS["eva02_large"], **overrides})
-
-
 def build_backbone(name: str, **overrides: Any) -> EVA02ViT:
     """Build a preset with keyword overrides of :class:`EVA02ViT`.
 

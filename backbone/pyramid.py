@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from timm.layers import LayerNorm2d
 from torch import nn
-
-from .block import LayerNorm2d
 
 
 def _norm(kind: str | Callable[[int], nn.Module], channels: int) -> nn.Module:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -22,6 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from backbone import CheckpointError, load_checkpoint, read_state_dict
+from backbone.io import atomic_save, read_checkpoint
 
 from .ema import EMAHook, ModelEMA
 from .tta import tta_from_config
@@ -66,7 +66,7 @@ def create_ddp(model: nn.Module, device: str, *, fp16_compression: bool = False,
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
-    """Writes each checkpoint to a temporary file first, so a killed run never leaves a torn one."""
+    """Writes each checkpoint with :func:`backbone.io.atomic_save`: a killed run never leaves a torn one."""
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -75,10 +75,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
         path = os.path.join(self.save_dir, f"{name}.pth")
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            torch.save(data, f)
-        os.replace(tmp, path)
+        atomic_save(data, path)
         self.logger.info("Saved checkpoint to %s", path)
         self.tag_last_checkpoint(os.path.basename(path))
 
@@ -157,10 +154,7 @@ def build_model(cfg) -> tuple[nn.Module, str]:
 
 def _read_ema_state(path: str) -> dict | None:
     """The ``ema_state`` entry of one of our training checkpoints, or None (with a warning)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({err})") from None
+    state = read_checkpoint(path)
     if isinstance(state, dict) and isinstance(state.get("ema_state"), dict):
         return state["ema_state"]
     logger.warning("%s has no 'ema_state' (not saved by EMA training?): evaluating its model weights", path)

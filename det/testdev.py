@@ -12,10 +12,17 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig
 from detectron2.data import MetadataCatalog
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
+
+from backbone.io import atomic_write, atomic_write_text
+
+from .engine import do_eval_only
 
 TASKS = ("bbox", "segm")
 logger = logging.getLogger("detectron2")
@@ -99,14 +106,13 @@ def write_submission(results: list[dict], out_dir: str | os.PathLike, file_name:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / file_name
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, path)
-    zpath = path.with_suffix(".zip")
-    ztmp = path.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(ztmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.write(path, arcname=file_name)
-    os.replace(ztmp, zpath)
+    atomic_write_text(path, json.dumps(results))
+
+    def write_zip(handle) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.write(path, arcname=file_name)
+
+    atomic_write(path.with_suffix(".zip"), write_zip)
     return path
 
 
@@ -201,3 +207,51 @@ def _best_per_image(results: list[dict], limit: int) -> list[dict]:
         if seen[r["image_id"]] <= limit:
             kept.append(r)
     return kept
+
+
+# ----------------------------------------------------------------------------- the submission tool
+def submission_argument_parser(epilog: str | None = None):
+    p = default_argument_parser(epilog=epilog)
+    p.add_argument("--output", required=True, help="folder for the result files")
+    p.add_argument("--name", default="eva02", help="algorithm name in the file name (no '_')")
+    p.add_argument("--testset", default="test-dev2017", help="test set part of the file name")
+    p.add_argument("--tasks", default="bbox,segm", help=f"comma-separated subset of {','.join(TASKS)}")
+    return p
+
+
+def use_testdev_writer(cfg, output: str, name: str, testset: str, tasks: list[str]) -> None:
+    """Replace ``dataloader.evaluator`` by the test-dev writer, keeping an LVIS evaluator's cap."""
+    # Bad arguments fail here, before the model is built.
+    result_file_name(testset, name)
+    if not tasks or set(tasks) - set(TASKS):
+        raise SubmissionError(f"--tasks must be a non-empty subset of {','.join(TASKS)}, got {tasks}")
+    names = cfg.dataloader.test.dataset.names
+    if not isinstance(names, str):
+        if len(names) != 1:
+            raise SubmissionError(f"dataloader.test.dataset.names must name one test set, got {list(names)}")
+        names = names[0]
+    evaluator = cfg.dataloader.get("evaluator") or {}
+    cap = evaluator.get("max_dets_per_image", None)  # LVIS rows; COCO's maxDets are server-side
+    cfg.dataloader.evaluator = L(TestDevWriter)(
+        dataset_name=names,
+        out_dir=str(output),
+        name=name,
+        testset=testset,
+        tasks=list(tasks),
+        max_dets_per_image=cap,
+    )
+
+
+def run_submission(args) -> dict:
+    """The body of ``tools/testdev_submission.py`` (one process; the tool launches one per GPU)."""
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    use_testdev_writer(cfg, args.output, args.name, args.testset, args.tasks.split(","))
+    args.eval_only = True
+    default_setup(cfg, args)
+    result = do_eval_only(cfg)
+    if comm.is_main_process():
+        for task in args.tasks.split(","):
+            info = result.get(f"submission/{task}", {})
+            path = Path(args.output) / task / result_file_name(args.testset, args.name)
+            print(f"{task}: {info.get('detections')} detections on {info.get('images')} images -> {path}")
+    return result

@@ -30,7 +30,10 @@ class EVA02(EVA02ViT, BaseModule):
 
     ``pretrained`` names a checkpoint in any layout :func:`backbone.load_checkpoint` knows; it is
     loaded in :meth:`init_weights` (mmengine's runner calls it after building the model, which
-    would overwrite weights loaded in ``__init__``). ``pretrain_img_size`` defaults to ``img_size``
+    would overwrite weights loaded in ``__init__``). mmseg's own spelling,
+    ``init_cfg=dict(type="Pretrained", checkpoint=...)``, means the same and goes through the same
+    loader (mmengine's ``PretrainedInit`` would neither convert layouts nor resize); any other
+    ``init_cfg`` is refused. ``pretrain_img_size`` defaults to ``img_size``
     so that the stored position embedding is resized once at load time, as the release did.
     """
 
@@ -78,7 +81,7 @@ class EVA02(EVA02ViT, BaseModule):
             raise ValueError(f"EVA02 backbone: out_indices {bad} out of range for depth {self.depth}")
         self.init_cfg = init_cfg
         self.out_indices = tuple(out_indices)
-        self.pretrained = pretrained
+        self.pretrained = _pretrained_from(pretrained, init_cfg)
         norm_cfg = norm_cfg or dict(type="SyncBN", requires_grad=True)
         # The shared pyramid's stages, under the released names fpn1..fpn4.
         pyramid = SimpleFeaturePyramid(
@@ -109,6 +112,31 @@ class EVA02(EVA02ViT, BaseModule):
             )
         print_log(report.summary(), logger="current")
 
+    # Stages under the released names fpn1..fpn4, not mmseg's Feature2Pyramid, so that the released
+    # segmentation checkpoints load by name.
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feats = self.forward_blocks(x, self.out_indices)
         return tuple(op(f.contiguous()) for op, f in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), feats))
+
+
+def _pretrained_from(pretrained: str | None, init_cfg: dict | None) -> str | None:
+    """The checkpoint named by ``pretrained`` or by ``init_cfg=dict(type="Pretrained", checkpoint=...)``."""
+    if init_cfg is None:
+        return pretrained
+    if not isinstance(init_cfg, dict) or init_cfg.get("type") != "Pretrained":
+        raise ValueError(
+            f"EVA02 backbone: init_cfg {init_cfg!r} is not supported; the ViT has its own random init, "
+            'and a checkpoint is given as init_cfg=dict(type="Pretrained", checkpoint=...) or pretrained=...'
+        )
+    unknown = sorted(set(init_cfg) - {"type", "checkpoint", "map_location"})
+    if unknown or not init_cfg.get("checkpoint"):
+        raise ValueError(
+            f"EVA02 backbone: init_cfg {init_cfg!r}: only 'checkpoint' (required) and 'map_location' are "
+            "supported (the checkpoint's prefix and layout are found by backbone.load_checkpoint)"
+        )
+    if pretrained and pretrained != init_cfg["checkpoint"]:
+        raise ValueError(
+            f"EVA02 backbone: pretrained={pretrained!r} and init_cfg checkpoint {init_cfg['checkpoint']!r} "
+            "disagree; give one of them"
+        )
+    return init_cfg["checkpoint"]

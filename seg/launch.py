@@ -1,14 +1,19 @@
-"""Config adjustments shared by tools/seg_train.py and tools/seg_test.py (no GPU, distributed)."""
+"""What tools/seg_train.py and tools/seg_test.py share: runner arguments, config loading, CPU/DDP fixes."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
+import os.path as osp
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
 
 
 def init_cpu_distributed(cfg: Config, launcher: str) -> None:
@@ -76,3 +81,47 @@ def relax_determinism() -> None:
     """
     if torch.are_deterministic_algorithms_enabled() and torch.cuda.is_available():
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-options``, ``--launcher`` and ``--local-rank``, as mmsegmentation's tools take them."""
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        help="override settings of the config, key=value (xxx=yyy format)",
+    )
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    return args
+
+
+def load_config(args: argparse.Namespace, check: Callable[[Config], None] | None = None) -> Config:
+    """``args.config`` with ``--launcher``, ``--cfg-options`` and the work dir (``--work-dir``, the
+    config's, or ``./work_dirs/<config name>``) applied; ``check`` sees the file as loaded."""
+    cfg = Config.fromfile(args.config)
+    if check is not None:
+        check(cfg)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get("work_dir", None) is None:
+        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def run(cfg: Config, what: str) -> None:
+    """Build the runner (the config's ``runner_type`` if any) and call ``train`` or ``test``."""
+    init_cpu_distributed(cfg, cfg.launcher)
+    prepare_determinism(cfg)
+    runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+    relax_determinism()
+    getattr(runner, what)()

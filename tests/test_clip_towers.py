@@ -7,10 +7,7 @@ blocks for the numerical comparison; every other dimension is the tower's.
 """
 
 import functools
-import importlib.util
 import logging
-import os
-import sys
 
 import pytest
 import timm
@@ -18,6 +15,7 @@ import torch
 from timm.models.eva import checkpoint_filter_fn
 
 from backbone import PRESETS, CheckpointError, build_backbone, load_checkpoint
+from backbone import conversion as cc
 
 # timm tower -> our preset, its overrides, and the number of blocks kept for the numerical checks.
 TOWERS = {
@@ -250,20 +248,8 @@ def test_layer_scale_has_no_slot_and_fails_under_strict(caplog):
 
 
 # ------------------------------------------------------------------------------------------ conversion
-def _convert_tool():
-    path = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools/convert_checkpoint.py"
-    )
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["convert_checkpoint"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_conversion_carries_the_inner_norm_to_every_layout():
     """An EVA-CLIP release tower converted to timm / eva02 / det / seg still computes the tower."""
-    cc = _convert_tool()
     name, preset, _, _ = TOWERS["B/16"]
     sd = eva_clip_release_checkpoint("B/16", depth=1)
     ours = build_backbone(preset, depth=1).eval()

@@ -1,6 +1,5 @@
-"""tools/convert_checkpoint.py: every path round-trips to identical backbone outputs; clear errors."""
+"""Checkpoint conversion (backbone.conversion and its tool): round trips give identical outputs."""
 
-import importlib.util
 import os
 import pickle
 import subprocess
@@ -11,24 +10,13 @@ import timm
 import torch
 
 from backbone import build_backbone, from_internal, load_checkpoint
+from backbone import conversion as cc
+from backbone.io import CheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location(
-    "convert_checkpoint", os.path.join(REPO, "tools/convert_checkpoint.py")
-)
-cc = importlib.util.module_from_spec(_spec)
-sys.modules["convert_checkpoint"] = cc  # dataclasses look their module up
-_spec.loader.exec_module(cc)
-CheckpointError = cc.CheckpointError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: OpenMP synchronisation costs more than it brings.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _vit(name="eva02_tiny", seed=0, **kw):
@@ -79,10 +67,10 @@ def _release_file(model, tmp_path, name="eva02_Ti_pt_in21k_p14.pt"):
     return path
 
 
-def _convert_file(path, tmp_path, to, *extra):
+def _convert_file(path, tmp_path, to, **options):
+    """What tools/convert_checkpoint.py does (it calls ``convert_file``); the CLI itself: test_cli_*."""
     out = tmp_path / f"out_{to}.pth"
-    rc = cc.main(["--input", str(path), "--output", str(out), "--to", to, "--force", *extra])
-    assert rc == 0
+    cc.convert_file(str(path), str(out), to, **options)
     return out
 
 
@@ -141,7 +129,7 @@ def test_timm_output_loads_into_timm_eva_with_the_same_features(name, timm_name,
 
 
 def test_pretraining_checkpoint_to_detector_init(tmp_path):
-    from backbone.mim import MIMStudent
+    from pretraining import MIMStudent
 
     student = MIMStudent(_vit(), 32)
     path = tmp_path / "checkpoint-last.pth"
@@ -177,7 +165,7 @@ def test_objects365_detector_to_coco_and_lvis(tmp_path):
     net = _det_vit()
     path = tmp_path / "o365.pth"
     torch.save({"model": _detector_sd(net, 365), "iteration": 100}, path)
-    out = torch.load(_convert_file(path, tmp_path, "det", "--num-classes", "80"), weights_only=True)["model"]
+    out = torch.load(_convert_file(path, tmp_path, "det", num_classes=80), weights_only=True)["model"]
     assert out["roi_heads.box_predictor.2.cls_score.weight"].shape == (81, 16)
     assert out["roi_heads.mask_head.predictor.weight"].shape == (80, 8, 1, 1)
     src = torch.load(path, weights_only=True)["model"]
@@ -228,19 +216,19 @@ def test_upstream_160_pos_embed_14x14_serves_a_large_detector_input(tmp_path):
     torch.testing.assert_close(_tokens(b, x), _tokens(a, x), rtol=0, atol=0)
 
 
-def test_bad_inputs_give_clear_errors(tmp_path, capsys):
+def test_bad_inputs_give_clear_errors(tmp_path):
     src = _vit()
     good = tmp_path / "good.pt"
     torch.save({"model": src.state_dict()}, good)
     out = tmp_path / "out.pth"
 
-    def fails(path, match, *extra):
-        rc = cc.main(["--input", str(path), "--output", str(out), "--to", "det", *extra])
-        err = capsys.readouterr().err
-        assert rc == 2 and match in err, err
+    def fails(path, match, **options):
+        with pytest.raises(CheckpointError) as info:
+            cc.convert_file(str(path), str(out), "det", **options)
+        assert match in str(info.value), info.value
         assert not out.exists()
 
-    fails(good, "checkpoint is custom (width 192, depth 2", "--model", "eva02_base")
+    fails(good, "checkpoint is custom (width 192, depth 2", model="eva02_base")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:2000])
     fails(truncated, "truncated or corrupt")

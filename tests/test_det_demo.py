@@ -11,19 +11,16 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 import det  # noqa: F401
+import toydata
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"
-sys.path.insert(0, str(ROOT / "tools"))
-import make_toy_data  # noqa: E402
 
 SMALL = ["model.backbone.net.depth=2", "model.backbone.net.window_block_indexes=[0]", "train.device=cpu"]
 
 
 def test_demo_writes_drawn_pictures(tmp_path):
-    make_toy_data.generate(
-        tmp_path / "data", num_train=1, num_val=2, num_test=1, size=96, max_objects=2, seed=6
-    )
+    toydata.generate(tmp_path / "data", num_train=1, num_val=2, num_test=1, size=96, max_objects=2, seed=6)
     cfg = LazyConfig.apply_overrides(LazyConfig.load(str(TOY)), SMALL)
     torch.save({"model": instantiate(cfg.model).state_dict()}, tmp_path / "w.pth")
     images = sorted((tmp_path / "data/toy_coco/val").glob("*.jpg"))

@@ -2,7 +2,6 @@
 checked against perfect predictions and against the evaluation libraries called directly."""
 
 import copy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +15,16 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import det  # noqa: F401  (applies the numpy shim lvis needs)
+import toydata
 from det.datasets import register_all
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import make_toy_data  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def val(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
-    make_toy_data.generate(out, num_train=12, num_val=6, num_test=2, size=96, max_objects=3, seed=2)
+    toydata.generate(out, num_train=12, num_val=6, num_test=2, size=96, max_objects=3, seed=2)
     register_all(out, overwrite=True)
     dicts = DatasetCatalog.get("toy_coco_val")
     return dicts, COCO(str(out / "toy_coco/annotations/instances_val.json"))

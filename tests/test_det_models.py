@@ -2,7 +2,6 @@
 the layer-wise lr decay is exactly the released rule."""
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,9 @@ from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
 from detectron2.utils.events import EventStorage
 
 import det  # noqa: F401
+import toydata
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import make_toy_data  # noqa: E402
 
 CONFIGS = sorted(p for p in (ROOT / "configs/det").rglob("*.py") if p.parent.name != "common")
 TOY = ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"
@@ -26,7 +24,7 @@ TOY = ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
-    make_toy_data.generate(out, num_train=2, num_val=1, num_test=1, size=64, max_objects=2, seed=1)
+    toydata.generate(out, num_train=2, num_val=1, num_test=1, size=64, max_objects=2, seed=1)
     dicts = load_coco_json(
         str(out / "toy_coco/annotations/instances_train.json"),
         str(out / "toy_coco/train"),

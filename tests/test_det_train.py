@@ -17,6 +17,7 @@ from detectron2.data import DatasetCatalog
 from torch import nn
 
 import det  # noqa: F401
+import toydata
 from det.datasets import register_all
 from det.ema import ModelEMA
 from det.engine import do_train, load_weights
@@ -25,8 +26,6 @@ from det.tta import EVAGeneralizedRCNNWithTTA, row_detection_cap, tta_from_confi
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"
 TRAIN = ROOT / "tools/lazyconfig_train_net.py"
-sys.path.insert(0, str(ROOT / "tools"))
-import make_toy_data  # noqa: E402
 
 # Small enough for two CPU cores: 2-block ViT, 128 px, 2 images, few RoIs.
 SMALL = [
@@ -43,7 +42,7 @@ SMALL = [
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
-    make_toy_data.generate(out, num_train=16, num_val=2, num_test=1, size=128, max_objects=3, seed=4)
+    toydata.generate(out, num_train=16, num_val=2, num_test=1, size=128, max_objects=3, seed=4)
     register_all(out, overwrite=True)
     return out
 

@@ -6,16 +6,9 @@ import pytest
 import torch
 
 from backbone import build_backbone
-from backbone.mim import MIMStudent, neg_cosine_loss, released_init
+from pretraining import MIMStudent, neg_cosine_loss, released_init
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: OpenMP synchronisation costs more than it brings (~50x here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _student(target_dim=24, **kw):

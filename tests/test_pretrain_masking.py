@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from backbone.mim.masking import BlockMaskGenerator
+from pretraining.masking import BlockMaskGenerator
 
 
 def test_released_setting_counts_over_many_draws():

@@ -7,17 +7,10 @@ import pytest
 import timm
 import torch
 
-from backbone.mim import TeacherError, build_teacher
-from backbone.mim.teacher import save_teacher
+from pretraining import TeacherError, build_teacher
+from pretraining.teacher import save_teacher
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: OpenMP synchronisation costs more than it brings (~50x here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _to_original_eva_clip(sd):

@@ -12,21 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from backbone.mim import MIMStudent, build_teacher, neg_cosine_loss, recipe_config, released_init, train
-from backbone.mim.schedule import build_optimizer, lr_at
-from backbone.mim.state import load_training_state
+from pretraining import MIMStudent, build_teacher, neg_cosine_loss, recipe_config, released_init, train
+from pretraining.schedule import build_optimizer, lr_at
+from pretraining.state import load_training_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(model_overrides={"depth": 2}, img_size=56, min_mask_patches_per_block=2, num_workers=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: OpenMP synchronisation costs more than it brings (~50x here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +133,8 @@ def test_too_few_images_is_a_clear_error(image_dir, tmp_path):
 
 
 _WRITER = """
-import sys, torch
-sys.path.insert(0, {repo!r})
-from backbone.mim.atomic import atomic_save
+import torch
+from backbone.io import atomic_save
 for version in range(1000):
     payload = torch.full((6_000_000,), float(version))
     atomic_save({{"version": torch.tensor(version), "payload": payload}}, {path!r})
@@ -152,7 +145,7 @@ for version in range(1000):
 def test_killed_during_write_never_corrupts_the_previous_checkpoint(tmp_path):
     path = str(tmp_path / "checkpoint-last.pth")
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER.format(repo=REPO, path=path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _WRITER.format(path=path)], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout.readline().strip() == "0"  # version 0 is complete on disk

@@ -34,8 +34,13 @@ def _backbone(arch: str, out_indices, depth=None, **kw):
 def test_four_scales_strides_and_channels(arch, out_indices, depth, dim):
     model = _backbone(arch, out_indices, depth)
     assert model.depth == max(out_indices) + 1 and model.num_heads == dim // 64
+    x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 96))
+        outs = model(x)
+        blocks = model.forward_blocks(x, list(out_indices))
+    # values, not only shapes: stride 16 is the block's map itself, stride 32 its 2x2 max-pool
+    assert torch.equal(outs[2], blocks[2])
+    assert torch.equal(outs[3], F.max_pool2d(blocks[3], 2, 2))
     assert [tuple(o.shape) for o in outs] == [
         (1, dim, 16, 24),
         (1, dim, 8, 12),
@@ -74,7 +79,8 @@ def test_bad_arguments_are_named():
         MODELS.build(dict(type="EVA02", arch="eva02_huge"))
 
 
-def test_pretrained_release_layout_fills_every_backbone_weight(tmp_path):
+@pytest.mark.parametrize("how", ["pretrained", "init_cfg"])
+def test_pretrained_release_layout_fills_every_backbone_weight(tmp_path, how):
     # A pre-training (MIM) checkpoint in the original EVA-02 layout: patch 14, 224 px, cls token.
     src = build_backbone("eva02_tiny", depth=4)
     for p in src.parameters():
@@ -94,7 +100,11 @@ def test_pretrained_release_layout_fills_every_backbone_weight(tmp_path):
             img_size=64,
             out_indices=(0, 1, 2, 3),
             norm_cfg=dict(type="BN"),
-            pretrained=str(path),
+            **(
+                dict(pretrained=str(path))
+                if how == "pretrained"
+                else dict(init_cfg=dict(type="Pretrained", checkpoint=str(path)))  # mmseg's spelling
+            ),
         ),
         decode_head=dict(
             type="UPerHead",
@@ -128,6 +138,17 @@ def test_pretrained_release_layout_fills_every_backbone_weight(tmp_path):
         .reshape(1, 16, 192)
     )
     assert torch.allclose(got["pos_embed"], torch.cat([want["pos_embed"][:, :1], grid], 1), atol=1e-6)
+
+
+def test_unsupported_init_cfg_is_refused_by_name(tmp_path):
+    base = dict(type="EVA02", arch="eva02_tiny", depth=2, out_indices=(0, 1, 1, 1), img_size=64,
+                norm_cfg=dict(type="BN"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"init_cfg \{'type': 'Kaiming'\} is not supported"):
+        MODELS.build(dict(base, init_cfg=dict(type="Kaiming")))
+    with pytest.raises(ValueError, match="only 'checkpoint' .* 'map_location'"):
+        MODELS.build(dict(base, init_cfg=dict(type="Pretrained", checkpoint="a.pth", prefix="backbone.")))
+    with pytest.raises(ValueError, match="'a.pth' and init_cfg checkpoint 'b.pth' disagree"):
+        MODELS.build(dict(base, pretrained="a.pth", init_cfg=dict(type="Pretrained", checkpoint="b.pth")))
 
 
 def test_pretrained_of_wrong_size_is_refused(tmp_path):

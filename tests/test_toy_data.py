@@ -11,15 +11,15 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+import toydata
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import make_toy_data  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
-    make_toy_data.generate(out, num_train=12, num_val=4, num_test=3, size=96, max_objects=3, seed=5)
+    toydata.generate(out, num_train=12, num_val=4, num_test=3, size=96, max_objects=3, seed=5)
     return out
 
 
@@ -38,11 +38,11 @@ def test_layout(toy):
     assert len(list((toy / "toy_ade/annotations/validation").glob("*.png"))) == 4
     info = json.loads((coco / "annotations/image_info_test-dev.json").read_text())
     assert "annotations" not in info and len(info["images"]) == 3
-    assert [c["id"] for c in info["categories"]] == [c["id"] for c in make_toy_data.CATEGORIES]
+    assert [c["id"] for c in info["categories"]] == [c["id"] for c in toydata.CATEGORIES]
 
 
 def test_deterministic(toy, tmp_path):
-    make_toy_data.generate(tmp_path, num_train=12, num_val=4, num_test=3, size=96, max_objects=3, seed=5)
+    toydata.generate(tmp_path, num_train=12, num_val=4, num_test=3, size=96, max_objects=3, seed=5)
     for rel in (
         "toy_coco/annotations/instances_train.json",
         "toy_coco/train/train_000003.jpg",
@@ -70,7 +70,7 @@ def test_annotations_match_pixels(toy):
 
 def test_ade_labels_match_coco_masks(toy):
     api = COCO(str(toy / "toy_coco/annotations/instances_train.json"))
-    index = {c["id"]: i for i, c in enumerate(make_toy_data.CATEGORIES)}
+    index = {c["id"]: i for i, c in enumerate(toydata.CATEGORIES)}
     for k, img in enumerate(api.loadImgs(sorted(api.getImgIds()))):
         label = cv2.imread(
             str(toy / f"toy_ade/annotations/training/ADE_training_{k:08d}.png"), cv2.IMREAD_UNCHANGED

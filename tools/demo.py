@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import argparse
 import glob
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.visualizer import ColorMode, Visualizer
 
-import torch  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.data import transforms as T  # noqa: E402
-from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
-
-import det  # noqa: E402,F401
-from det.engine import build_model, load_weights  # noqa: E402
+import det  # noqa: F401  (registers datasets, applies compatibility shims)
+from det.engine import build_model, load_weights
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

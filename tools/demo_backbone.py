@@ -8,18 +8,16 @@ import numpy as np
 import torch
 from matplotlib import cbook
 from PIL import Image
+from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from backbone import PRESETS, SimpleFeaturePyramid, build_backbone
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def load_photo(size: tuple[int, int]) -> torch.Tensor:
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         img = Image.open(f).convert("RGB").resize(size[::-1], Image.BICUBIC)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean, std = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
+    mean, std = torch.tensor(OPENAI_CLIP_MEAN)[:, None, None], torch.tensor(OPENAI_CLIP_STD)[:, None, None]
     return ((x - mean) / std)[None]
 
 

@@ -11,16 +11,11 @@ Without a GPU it runs on CPU (``--num-gpus`` then counts CPU processes, joined w
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from detectron2.config import LazyConfig
+from detectron2.engine import default_argument_parser, default_setup, launch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detectron2.config import LazyConfig  # noqa: E402
-from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
-
-import det  # noqa: E402,F401  (registers datasets, applies compatibility shims)
-from det.engine import do_eval_only, do_train  # noqa: E402
+import det  # noqa: F401  (registers datasets, applies compatibility shims)
+from det.engine import do_eval_only, do_train
 
 
 def main(args) -> dict:

@@ -16,10 +16,8 @@ import os
 import sys
 import typing
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from backbone.mim.recipes import RECIPES, PretrainConfig, recipe_config  # noqa: E402
-from backbone.mim.teacher import TEACHERS, TeacherError  # noqa: E402
+from pretraining.recipes import RECIPES, PretrainConfig, recipe_config
+from pretraining.teacher import TEACHERS, TeacherError
 
 _HELP = {
     "data": "image folder (ImageFolder layout or flat, searched recursively)",
@@ -100,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from tqdm import tqdm
 
-    from backbone.mim.engine import train
+    from pretraining.engine import train
 
     rank = int(os.environ.get("RANK", "0"))
     log = (lambda msg: tqdm.write(msg, file=sys.stdout)) if rank == 0 else (lambda msg: None)
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
-        from backbone.mim.distributed import shutdown
+        from pretraining.distributed import shutdown
 
         shutdown()
     if rank == 0 and summary["history"]:

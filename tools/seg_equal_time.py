@@ -18,23 +18,20 @@ import json
 import logging
 import os.path as osp
 import statistics
-import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import MMLogger
+from mmengine.model import revert_sync_batchnorm
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from mmengine.utils import import_modules_from_strings
+from mmseg.registry import MODELS
 
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import MMLogger  # noqa: E402
-from mmengine.model import revert_sync_batchnorm  # noqa: E402
-from mmengine.optim import build_optim_wrapper  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-from mmengine.utils import import_modules_from_strings  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
-
-import seg  # noqa: E402, F401
-from seg.launch import cpu_fallback_optim  # noqa: E402
+import seg  # noqa: F401  (registers the EVA02 backbone and the Mask2Former pieces)
+from seg.launch import cpu_fallback_optim
 
 
 class Trainee:

@@ -12,16 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import cv2
+import numpy as np
+import torch
+from mmseg.apis import inference_model, init_model, show_result_pyplot
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mmseg.apis import inference_model, init_model, show_result_pyplot  # noqa: E402
-
-import seg  # noqa: E402, F401
+import seg  # noqa: F401  (registers the EVA02 backbone and the Mask2Former pieces)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

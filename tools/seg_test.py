@@ -10,23 +10,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.config import Config
+from mmengine.logging import print_log
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-from mmseg.registry import RUNNERS  # noqa: E402
-
-import seg  # noqa: E402, F401  (registers modules, safe loading of mmengine checkpoints)
-from seg.launch import (  # noqa: E402
-    init_cpu_distributed,
+import seg  # noqa: F401  (registers modules, safe loading of mmengine checkpoints)
+from seg.launch import (
+    add_runner_arguments,
     is_tta_config,
-    prepare_determinism,
-    relax_determinism,
+    load_config,
+    parse_runner_args,
+    run,
 )
 
 
@@ -41,19 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--show", action="store_true", help="show prediction results")
     parser.add_argument("--show-dir", help="directory where painted images will be saved")
     parser.add_argument("--wait-time", type=float, default=2, help="the interval of show (s)")
-    parser.add_argument(
-        "--cfg-options",
-        nargs="+",
-        action=DictAction,
-        help="override settings of the config, key=value (xxx=yyy format)",
-    )
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--tta", action="store_true", help="test time augmentation")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = parser.parse_args(argv)
-    if "LOCAL_RANK" not in os.environ:
-        os.environ["LOCAL_RANK"] = str(args.local_rank)
-    return args
+    add_runner_arguments(parser)
+    return parse_runner_args(parser, argv)
 
 
 def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
@@ -75,14 +60,7 @@ def build_config(args: argparse.Namespace) -> Config:
     for path, what in ((args.config, "config"), (args.checkpoint, "checkpoint")):
         if not osp.isfile(path):
             raise FileNotFoundError(f"{what} file not found: {path}")
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get("work_dir", None) is None:
-        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -97,16 +75,11 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.out is not None:
         cfg.test_evaluator["output_dir"] = args.out
         cfg.test_evaluator["keep_results"] = True
-    init_cpu_distributed(cfg, args.launcher)
-    prepare_determinism(cfg)
     return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = build_config(parse_args(argv))
-    runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
-    relax_determinism()
-    runner.test()
+    run(build_config(parse_args(argv)), "test")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python tools/seg_train.py CONFIG [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...]
     torchrun --nproc_per_node=N tools/seg_train.py CONFIG --launcher pytorch
 
-Puts the repository root on ``sys.path`` so configs can ``custom_imports`` the ``seg`` package.
+Configs pull in the ``seg`` package with ``custom_imports`` (installed by ``pip install -e .``).
 Without CUDA, ``--launcher pytorch`` runs on gloo and AMP configs fall back to fp32.
 """
 
@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.config import Config
+from mmengine.logging import print_log
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-from mmseg.registry import RUNNERS  # noqa: E402
-
-import seg  # noqa: E402, F401  (registers modules, safe loading of mmengine checkpoints)
-from seg.launch import (  # noqa: E402
+import seg  # noqa: F401  (registers modules, safe loading of mmengine checkpoints)
+from seg.launch import (
+    add_runner_arguments,
     cpu_fallback_optim,
-    init_cpu_distributed,
     is_tta_config,
-    prepare_determinism,
-    relax_determinism,
+    load_config,
+    parse_runner_args,
+    run,
 )
 
 
@@ -45,36 +40,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--amp", action="store_true", default=False, help="enable automatic-mixed-precision training"
     )
-    parser.add_argument(
-        "--cfg-options",
-        nargs="+",
-        action=DictAction,
-        help="override settings of the config, key=value (xxx=yyy format)",
-    )
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = parser.parse_args(argv)
-    if "LOCAL_RANK" not in os.environ:
-        os.environ["LOCAL_RANK"] = str(args.local_rank)
-    return args
+    add_runner_arguments(parser)
+    return parse_runner_args(parser, argv)
 
 
 def build_config(args: argparse.Namespace) -> Config:
     if not osp.isfile(args.config):
         raise FileNotFoundError(f"config file not found: {args.config}")
-    cfg = Config.fromfile(args.config)
-    if is_tta_config(cfg):
-        raise ValueError(
-            f"{args.config} is an evaluation config (its model is the SegTTAModel wrapper); "
-            "train with the config it is based on"
-        )
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get("work_dir", None) is None:
-        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+
+    def refuse_evaluation_config(cfg: Config) -> None:
+        if is_tta_config(cfg):
+            raise ValueError(
+                f"{args.config} is an evaluation config (its model is the SegTTAModel wrapper); "
+                "train with the config it is based on"
+            )
+
+    cfg = load_config(args, check=refuse_evaluation_config)
     if args.amp:
         optim_type = cfg.optim_wrapper.type
         if optim_type == "AmpOptimWrapper":
@@ -88,16 +69,11 @@ def build_config(args: argparse.Namespace) -> Config:
             cfg.optim_wrapper.loss_scale = "dynamic"
     cfg.resume = args.resume
     cpu_fallback_optim(cfg)
-    init_cpu_distributed(cfg, args.launcher)
-    prepare_determinism(cfg)
     return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = build_config(parse_args(argv))
-    runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
-    relax_determinism()
-    runner.train()
+    run(build_config(parse_args(argv)), "train")
 
 
 if __name__ == "__main__":

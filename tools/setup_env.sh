@@ -8,7 +8,7 @@ ROOT=$PWD
 VENV=$ROOT/.venv
 PY=${PYTHON:-python3.11}
 STAMP=$VENV/.setup-stamp
-HASH=$( (cat tools/setup_env.sh requirements.txt; echo "$ROOT ${DETECTRON2_SOURCE:-wheel}") | sha256sum | cut -c1-16)
+HASH=$( (cat tools/setup_env.sh requirements.txt pyproject.toml; echo "$ROOT ${DETECTRON2_SOURCE:-wheel}") | sha256sum | cut -c1-16)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ]; then
   exit 0
@@ -73,8 +73,9 @@ else
   echo "$D2" > "$SITE/detectron2_wheel.pth"
 fi
 
-# Make the repository's packages (backbone, det, seg) importable from the venv.
-echo "$ROOT" > "$SITE/eva02_toolkit.pth"
+# Install the repository's packages (pyproject.toml) in editable mode; replaces the former .pth file.
+rm -f "$SITE/eva02_toolkit.pth"
+$PIP install -q --no-deps --no-build-isolation -e .
 
 "$VENV/bin/python" - <<'PY'
 import torch, torchvision, mmcv, mmcv.ops, mmseg, mmengine, timm, detectron2, lvis, pycocotools

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..vit import EVA02ViT
+from backbone.vit import EVA02ViT
 
 
 def _damp_patch_grad(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:

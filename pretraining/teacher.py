@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, read_state_dict
+from backbone.checkpoint import CheckpointError, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,6 @@ def _build_tiny(img_size: int, checkpoint: str | None, seed: int) -> CLIPTeacher
 
 def save_teacher(teacher: CLIPTeacher, path: str) -> None:
     """Write a teacher's timm state dict (used to hand the demo's tiny teacher around as a file)."""
-    from .atomic import atomic_save
+    from backbone.io import atomic_save
 
     atomic_save(teacher.model.state_dict(), path)

@@ -14,12 +14,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch.utils.data import Dataset, Sampler
 
 from .masking import BlockMaskGenerator
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN, CLIP_STD = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_save
+from backbone.io import atomic_save, read_checkpoint
+
 from .recipes import PretrainConfig
 
 FORMAT = "eva02_mim_pretrain"
@@ -72,12 +73,7 @@ def resolve_resume(resume: str, output_dir: str) -> str | None:
 
 
 def load_training_state(path: str) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError for damaged files
-        raise ValueError(
-            f"{path}: cannot read pre-training checkpoint ({type(err).__name__}: {err})"
-        ) from None
+    state = read_checkpoint(path, what="pre-training checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a pre-training checkpoint of tools/pretrain.py (no format '{FORMAT}')")
     return state

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Detection speed and memory: EVA-02 backbone versus detectron2's ViTDet ViT in the same detector.
 
-    python tools/benchmark_det.py [--cases tiny,base] [--train-iters 3] [--infer-images 3] [--memory] [--amp]
-    python tools/benchmark_det.py --square-pad [--cases tiny,base] [--infer-images 5]
+    python tools/benchmark.py det [--cases tiny,base] [--iters 3] [--infer-images 3] [--memory] [--amp]
+    python tools/benchmark.py det --square-pad [--cases tiny,base] [--infer-images 5]
 
 * ``tiny``: the toy config (192 px); ``base``: the COCO EVA-02 B 1024 px config. For each, the
   same Cascade Mask R-CNN runs with the EVA-02 ViT and with ``detectron2.modeling.ViT`` of the
@@ -27,25 +27,23 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
+import torch
+from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetMapper
+from detectron2.data.datasets import load_coco_json
+from detectron2.modeling import ViT
+from detectron2.utils.events import EventStorage
+from torch import nn
+
+import det  # noqa: F401  (registers datasets, applies compatibility shims)
+import toydata
+from bench.timing import add_common_arguments, apply_threads, best_interleaved, seconds_per_call
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-import make_toy_data  # noqa: E402
-import torch  # noqa: E402
-from detectron2.config import LazyCall as L  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.data import DatasetMapper  # noqa: E402
-from detectron2.data.datasets import load_coco_json  # noqa: E402
-from detectron2.modeling import ViT  # noqa: E402
-from detectron2.utils.events import EventStorage  # noqa: E402
-from torch import nn  # noqa: E402
-
-import det  # noqa: E402,F401
 
 CASES = {
     "tiny": (ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py", 192),
@@ -55,7 +53,7 @@ CASES = {
 
 
 def _batch(size: int, n: int, workdir: Path) -> list[dict]:
-    make_toy_data.generate(workdir, num_train=n, num_val=1, num_test=1, size=size, max_objects=4, seed=9)
+    toydata.generate(workdir, num_train=n, num_val=1, num_test=1, size=size, max_objects=4, seed=9)
     dicts = load_coco_json(
         str(workdir / "toy_coco/annotations/instances_train.json"),
         str(workdir / "toy_coco/train"),
@@ -106,33 +104,25 @@ def _to(batch, device):
     return out
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def train_speed(model, optimizer, batch, iters: int, device: str, amp: torch.dtype | None = None) -> float:
+    """Training iterations per second (one warm-up iteration first)."""
     model.train()
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+
+    def step() -> None:
+        with torch.autocast(device_type=device.split(":")[0], dtype=amp, enabled=amp is not None):
+            loss = sum(model(_to(batch, device)).values())
+        optimizer.zero_grad()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
     with EventStorage(0):
-        times = []
-        for i in range(iters + 1):  # first iteration is warm-up
-            _sync(device)
-            t = time.perf_counter()
-            with torch.autocast(device_type=device.split(":")[0], dtype=amp, enabled=amp is not None):
-                loss = sum(model(_to(batch, device)).values())
-            optimizer.zero_grad()
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            _sync(device)
-            if i:
-                times.append(time.perf_counter() - t)
-    return len(times) / sum(times)
+        return 1.0 / seconds_per_call(step, iters)
 
 
 @torch.no_grad()
@@ -140,13 +130,7 @@ def infer_speed(model, batch, images: int, device: str) -> float:
     model.eval()
     d = batch[0]
     inp = {"image": d["image"].to(device), "height": d["image"].shape[1], "width": d["image"].shape[2]}
-    model([inp])
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(images):
-        model([inp])
-    _sync(device)
-    return (time.perf_counter() - t) / images
+    return seconds_per_call(lambda: model([inp]), images)
 
 
 def backbone_speed(case: str, device: str, batch: int, iters: int) -> None:
@@ -158,15 +142,8 @@ def backbone_speed(case: str, device: str, batch: int, iters: int) -> None:
         "vitdet": instantiate(_vitdet_like(cfg.model.backbone.net)).to(device).train(),
     }
     x = torch.randn(batch, 3, CASES[case][1], CASES[case][1], device=device)
-    best = {name: float("inf") for name in nets}
-    for i in range(iters + 1):  # first round is warm-up
-        for name, net in nets.items():
-            _sync(device)
-            t = time.perf_counter()
-            net(x)["last_feat"].square().mean().backward()
-            _sync(device)
-            if i:
-                best[name] = min(best[name], time.perf_counter() - t)
+    steps = {name: partial(_forward_backward, net, x) for name, net in nets.items()}
+    best = best_interleaved(steps, iters)
     row = {
         "case": case,
         "device": device,
@@ -177,13 +154,17 @@ def backbone_speed(case: str, device: str, batch: int, iters: int) -> None:
     print(f"{case}: EVA-02 / ViTDet backbone time ratio {best['eva02'] / best['vitdet']:.3f}", flush=True)
 
 
+def _forward_backward(net: nn.Module, x: torch.Tensor) -> None:
+    net(x)["last_feat"].square().mean().backward()
+
+
 @torch.no_grad()
 def square_pad_speed(case: str, device: str, images: int) -> None:
     """Best-of-``images`` s/image with ``square_pad = img_size`` and 0, on a 3:2 image of width img_size."""
     size = CASES[case][1]
     height = size * 2 // 3 // 64 * 64  # a multiple of 64: without square padding nothing is padded
     with tempfile.TemporaryDirectory() as tmp:
-        make_toy_data.generate(Path(tmp), 1, 1, 1, size=size, max_objects=4, seed=9, height=height)
+        toydata.generate(Path(tmp), 1, 1, 1, size=size, max_objects=4, seed=9, height=height)
         dicts = load_coco_json(
             str(Path(tmp) / "toy_coco/annotations/instances_val.json"), str(Path(tmp) / "toy_coco/val")
         )
@@ -196,15 +177,7 @@ def square_pad_speed(case: str, device: str, images: int) -> None:
         cfg.model.backbone.square_pad = pad
         torch.manual_seed(0)  # same weights: only the padding differs
         models[pad] = instantiate(cfg.model).to(device).eval()
-        models[pad]([inp])  # warm-up
-    best = {pad: float("inf") for pad in models}
-    for _ in range(images):
-        for pad, model in models.items():
-            _sync(device)
-            t = time.perf_counter()
-            model([inp])
-            _sync(device)
-            best[pad] = min(best[pad], time.perf_counter() - t)
+    best = best_interleaved({pad: partial(model, [inp]) for pad, model in models.items()}, images)
     row = {
         "case": case,
         "device": device,
@@ -242,16 +215,15 @@ def memory_step(case: str, act_ckpt: bool, device: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="tiny,base")
-    p.add_argument("--train-iters", type=int, default=3)
     p.add_argument("--infer-images", type=int, default=3)
-    p.add_argument("--batch", type=int, default=2, help="images per training step")
     p.add_argument("--memory", action="store_true")
     p.add_argument("--amp", action="store_true")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_common_arguments(p, batch_size=2, iters=3)
     p.add_argument("--backbone-only", action="store_true")
     p.add_argument("--square-pad", action="store_true", help="inference with and without square padding")
     p.add_argument("--memory-step", default=None, help=argparse.SUPPRESS)  # internal: "case,act_ckpt"
     args = p.parse_args(argv)
+    apply_threads(args.threads)
     if args.memory_step:
         case, ckpt = args.memory_step.split(",")
         print(json.dumps(memory_step(case, ckpt == "1", args.device)))
@@ -262,12 +234,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.backbone_only:
         for case in args.cases.split(","):
-            backbone_speed(case, args.device, args.batch, args.train_iters)
+            backbone_speed(case, args.device, args.batch_size, args.iters)
         return
     rows = []
     for case in args.cases.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            batch = _batch(CASES[case][1], args.batch, Path(tmp))
+            batch = _batch(CASES[case][1], args.batch_size, Path(tmp))
         for backbone in ("eva02", "vitdet"):
             torch.manual_seed(0)
             model, optimizer = _model(case, backbone, args.device)
@@ -276,15 +248,13 @@ def main(argv: list[str] | None = None) -> None:
                 "backbone": backbone,
                 "device": args.device,
                 "threads": torch.get_num_threads(),
-                "train_it_per_s": round(
-                    train_speed(model, optimizer, batch, args.train_iters, args.device), 4
-                ),
+                "train_it_per_s": round(train_speed(model, optimizer, batch, args.iters, args.device), 4),
                 "infer_s_per_image": round(infer_speed(model, batch, args.infer_images, args.device), 3),
             }
             if args.amp and args.device.startswith("cuda"):
                 for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
                     row[f"train_it_per_s_{name}"] = round(
-                        train_speed(model, optimizer, batch, args.train_iters, args.device, dtype), 3
+                        train_speed(model, optimizer, batch, args.iters, args.device, dtype), 3
                     )
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -298,7 +268,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.memory:
         for ckpt in ("0", "1"):
-            cmd = [sys.executable, __file__, "--memory-step", f"large,{ckpt}", "--device", args.device]
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.det",
+                "--memory-step",
+                f"large,{ckpt}",
+                "--device",
+                args.device,
+            ]
             out = (
                 subprocess.run(cmd, capture_output=True, text=True, check=True)
                 .stdout.strip()

@@ -13,7 +13,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..presets import build_backbone
+from backbone.presets import build_backbone
+
 from .data import EpochBatchSampler, MIMDataset, list_images
 from .distributed import DistInfo, barrier, init_distributed, mean_across_ranks
 from .init import released_init

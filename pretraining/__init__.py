@@ -1,6 +1,5 @@
 """EVA-02 masked image modeling: the student, CLIP teachers, masking, loss and the training loop."""
 
-from .atomic import atomic_save
 from .engine import build_models, default_num_mask_patches, train
 from .init import released_init
 from .loss import neg_cosine_loss
@@ -17,7 +16,6 @@ __all__ = [
     "MIMStudent",
     "PretrainConfig",
     "TeacherError",
-    "atomic_save",
     "build_models",
     "build_teacher",
     "default_num_mask_patches",

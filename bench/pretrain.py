@@ -1,6 +1,6 @@
 """Pre-training step time per image and the fraction of matmul peak reached.
 
-    python tools/benchmark_pretrain.py [--model eva02_base] [--teacher-arch eva02_base_patch16_clip_224]
+    python tools/benchmark.py pretrain [--model eva02_base] [--teacher-arch eva02_base_patch16_clip_224]
         [--batch-size 4] [--steps 3] [--device cpu|cuda] [--amp none|bf16]
 
 Student: the EVA-02 preset at 224 px / patch 14 (released pre-training geometry, 105 masked patches).
@@ -12,39 +12,24 @@ One step = teacher forward + student forward/backward + AdamW update. FLOPs are 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from backbone import build_backbone  # noqa: E402
-from backbone.mim import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init  # noqa: E402
-from backbone.mim.schedule import build_optimizer  # noqa: E402
-from backbone.mim.teacher import CLIPTeacher  # noqa: E402
+from backbone import build_backbone
+from bench.timing import add_common_arguments, apply_threads, best_interleaved, seconds_per_call
+from pretraining import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init
+from pretraining.schedule import build_optimizer
+from pretraining.teacher import CLIPTeacher
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
     """Best FLOP/s of ``size``-square matmuls."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return 2 * size**3 / best_interleaved({"mm": lambda: a @ b}, repeats)["mm"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,12 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         "--teacher-arch", default="eva02_base_patch16_clip_224", help="timm EVA-CLIP architecture"
     )
     parser.add_argument("--teacher-dim", type=int, default=512, help="CLIP projection width of the teacher")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_common_arguments(parser, batch_size=4, iters=3)
     parser.add_argument("--amp", choices=("none", "bf16"), default="none")
     parser.add_argument("--act-checkpoint", action="store_true")
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     import timm
 
     device = torch.device(args.device)
@@ -99,12 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     with counter:
         step()  # warm-up, and the FLOP count of one step
     flops = counter.get_total_flops()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    _sync(device)
-    seconds = (time.perf_counter() - start) / args.steps
+    seconds = seconds_per_call(step, args.iters, warmup=0)
     peak = matmul_peak(device, torch.bfloat16 if dtype else torch.float32)
     achieved = flops / seconds
     threads = torch.get_num_threads() if device.type == "cpu" else None

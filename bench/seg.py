@@ -11,10 +11,10 @@ config's crop size (``--crop`` for one size everywhere):
 * whole-image inference seconds per image at the crop size (mmseg's BEiT accepts no other size),
 * sliding-window inference seconds per ``--test-size`` square image (default 1.5 x crop: 2 x 2 windows).
 
-    python tools/benchmark_seg.py                    # toy UperNet + Mask2Former and B-512 UperNet, CPU
-    python tools/benchmark_seg.py --configs configs/seg/toy/upernet_eva02_tiny_toy.py --iters 5
+    python tools/benchmark.py seg                    # toy UperNet + Mask2Former and B-512 UperNet, CPU
+    python tools/benchmark.py seg --configs configs/seg/toy/upernet_eva02_tiny_toy.py --iters 5
     # UperNet and Mask2Former on the same B backbone (each at its own crop; --crop N for one crop)
-    python tools/benchmark_seg.py --configs configs/seg/eva02/upernet_eva02_base_12_512_slide_60k.py \
+    python tools/benchmark.py seg --configs configs/seg/eva02/upernet_eva02_base_12_512_slide_60k.py \
         configs/seg/eva02/mask2former/mask2former_eva02_base_12_896_slide_60k_cocostuff164k.py \
         --batch 2 --backbones eva02
 """
@@ -26,22 +26,19 @@ import copy
 import json
 import os
 import os.path as osp
-import sys
 import threading
-import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmengine.utils import import_modules_from_strings
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 
-import torch  # noqa: E402
-from mmengine.config import Config, ConfigDict  # noqa: E402
-from mmengine.model import revert_sync_batchnorm  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.structures import PixelData  # noqa: E402
-from mmengine.utils import import_modules_from_strings  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
-from mmseg.structures import SegDataSample  # noqa: E402
-
-import seg  # noqa: E402, F401
+import seg  # noqa: F401  (registers the EVA02 backbone and the Mask2Former pieces)
+from bench.timing import add_common_arguments, apply_threads, seconds_per_call
 
 DEFAULT_CONFIGS = (
     "configs/seg/toy/upernet_eva02_tiny_toy.py",
@@ -128,44 +125,29 @@ def fake_batch(model, batch: int, size: int, num_classes: int) -> tuple[torch.Te
 
 
 def time_train(model, batch: int, size: int, num_classes: int, iters: int, warmup: int) -> float:
+    """Training iterations per second."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     inputs, samples = fake_batch(model, batch, size, num_classes)
-    for i in range(warmup + iters):
-        if i == warmup:
-            sync()
-            start = time.perf_counter()
+
+    def step() -> None:
         losses = model(inputs, samples, mode="loss")
         loss = sum(v for k, v in losses.items() if "loss" in k)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    sync()
-    return iters / (time.perf_counter() - start)
+
+    return 1.0 / seconds_per_call(step, iters, warmup)
 
 
 @torch.no_grad()
 def time_infer(model, mode: str, size: int, crop: int, stride: int, iters: int, warmup: int) -> float:
+    """Seconds per image of ``mode`` ("whole" or "slide") inference on a ``size`` square image."""
     model.eval()
     model.test_cfg = ConfigDict(mode=mode, crop_size=(crop, crop), stride=(stride, stride))
-    img = torch.rand(1, 3, size, size, device=device())
+    img = torch.rand(1, 3, size, size, device=next(model.parameters()).device)
     meta = [dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))]
-    for i in range(warmup + iters):
-        if i == warmup:
-            sync()
-            start = time.perf_counter()
-        model.inference(img, meta)
-    sync()
-    return (time.perf_counter() - start) / iters
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    return seconds_per_call(lambda: model.inference(img, meta), iters, warmup)
 
 
 def bench_config(path: str, args: argparse.Namespace) -> list[dict]:
@@ -191,18 +173,18 @@ def bench_config(path: str, args: argparse.Namespace) -> list[dict]:
     for name, mcfg in variants:
         if name not in args.backbones:
             continue
-        model = build(mcfg).to(device())
+        model = build(mcfg).to(args.device)
         n_params = sum(p.numel() for p in model.parameters())
         num_classes = mcfg["decode_head"]["num_classes"]
         with PeakMemory() as memory:
-            train_it_s = time_train(model, args.batch, crop, num_classes, args.iters, args.warmup)
+            train_it_s = time_train(model, args.batch_size, crop, num_classes, args.iters, args.warmup)
         row = dict(
             config=path,
             backbone=name,
             head=mcfg["decode_head"]["type"],
             params_m=round(n_params / 1e6, 2),
             crop=crop,
-            batch=args.batch,
+            batch=args.batch_size,
             train_it_s=round(train_it_s, 3),
             train_peak_mem_mb=memory.peak_mb,
             # whole-image at the crop size: mmseg's BEiT only accepts its configured input size
@@ -211,7 +193,7 @@ def bench_config(path: str, args: argparse.Namespace) -> list[dict]:
                 time_infer(model, "slide", test_size, crop, stride, args.iters, args.warmup), 4
             ),
             test_size=test_size,
-            device=str(device()),
+            device=str(args.device),
         )
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -224,17 +206,14 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=3, help="timed iterations per measurement")
+    add_common_arguments(parser, batch_size=2, iters=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--test-size", type=int, default=0, help="inference image side (default: 1.5 x crop)")
     parser.add_argument("--crop", type=int, default=0, help="crop size for every config (default: its own)")
     parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--out", help="write all rows as JSON here")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     init_default_scope("mmseg")
     torch.manual_seed(0)
     rows = [row for path in args.configs for row in bench_config(path, args)]

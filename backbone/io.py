@@ -1,0 +1,112 @@
+"""The one crash-safe file writer and the one safe checkpoint reader of the toolkit.
+
+Every checkpoint, result file and data file the toolkit writes goes through :func:`atomic_write`
+(detectron2 and pre-training checkpoints, test-dev submissions, the toy data set, converted
+checkpoints); every checkpoint it reads goes through :func:`read_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+
+import torch
+
+# Data-only classes that released checkpoints carry besides tensors: the training scripts' argparse
+# namespace. Anything else that is not a tensor or a plain container is refused.
+SAFE_GLOBALS: tuple = (argparse.Namespace,)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit the model."""
+
+
+def _file_mode() -> int:
+    """0666 minus the process umask: what ``open(path, "w")`` would give (``mkstemp`` gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(handle)`` on a temporary file next to ``path``, fsync it, rename it into place.
+
+    A process killed at any moment leaves either the previous file or the new one at ``path``,
+    never a partial file (the rename is atomic on POSIX and Windows); the directory is fsynced too
+    so that the rename itself survives a power loss. An interrupted temporary file is named
+    ``.<name>.*.tmp``. The file gets the mode a plain ``open`` would give (0644 under umask 022).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fchmod(handle.fileno(), _file_mode())
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_write`."""
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def read_checkpoint(
+    path: str | os.PathLike, *, allow: Iterable = (), trust_pickle: bool = False, what: str = "checkpoint"
+) -> Any:
+    """``torch.load`` a file in safe mode: tensors, plain containers and allow-listed classes only.
+
+    ``allow`` adds data-only classes (or ``(callable, "module.name")`` pairs) for this one call,
+    on top of :data:`SAFE_GLOBALS`. ``trust_pickle`` unpickles any object: for files the user
+    explicitly trusts, never a default. Every failure is one :class:`CheckpointError` naming the file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such {what} file")
+    if trust_pickle:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # anything a damaged or foreign pickle raises
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch {what}: {type(err).__name__}: {err}"
+            ) from None
+    try:
+        with torch.serialization.safe_globals([*SAFE_GLOBALS, *allow]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: refusing to unpickle Python objects that are not tensors or plain containers "
+            f"({reason[:200]}). Not a weights {what}, or one that needs an explicit conversion."
+        ) from None
+    except Exception as err:  # corrupt input raises EOFError, KeyError, RuntimeError, ...
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch {what} (truncated or corrupt?): "
+            f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        ) from None

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks (``tools/benchmark.py {backbone,det,seg,pretrain}``)."""
