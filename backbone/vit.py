@@ -48,6 +48,9 @@ class EVA02ViT(nn.Module):
       * Window blocks use windows of ``window_size`` tokens (grid padded with
         zeros) with RoPE of that window, positions advancing by
         ``rope_ref_grid / window_size``, as released.
+
+    ``compile_blocks`` compiles each block with ``torch.compile`` (regional); a dict gives
+    ``torch.compile`` options, e.g. ``{"mode": "max-autotune"}``.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class EVA02ViT(nn.Module):
         use_act_checkpoint: bool = False,
         norm_eps: float = 1e-6,
         attn_impl: str = "sdpa",
+        compile_blocks: bool | dict = False,
     ) -> None:
         super().__init__()
         if window_block_indexes and window_size <= 0:
@@ -125,6 +129,13 @@ class EVA02ViT(nn.Module):
             for i in range(depth)
         )
         self.init_weights()
+        if compile_blocks:
+            # Regional compilation: every block is compiled on its own with dynamic shapes, so a
+            # new input size or window count reuses the compiled code instead of recompiling the
+            # whole model; parameter names and checkpoints are unchanged.
+            options = {"dynamic": True, **(compile_blocks if isinstance(compile_blocks, dict) else {})}
+            for blk in self.blocks:
+                blk.compile(**options)
 
     def init_weights(self) -> None:
         """BEiT-style random init (truncated normal 0.02, output projections scaled by depth)."""

@@ -1,1 +1,1 @@
-"""Speed and memory benchmarks (``tools/benchmark.py {backbone,det,seg,pretrain}``)."""
+"""Speed, memory and FLOP measurements (``tools/benchmark.py {backbone,det,seg,pretrain}``)."""

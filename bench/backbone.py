@@ -5,8 +5,8 @@
     python tools/benchmark.py --compile          # adds a row with both models under torch.compile
 
 Every figure comes from one run, interleaving the models so that machine load
-affects them alike. FLOPs are counted by ``torch.utils.flop_counter`` (2 per
-multiply-add) on our model.
+affects them alike. FLOPs are counted by :mod:`bench.flops` (torch's counter plus the CPU
+attention kernel, 2 per multiply-add) on our model.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import functools
 
 import timm
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from backbone import build_backbone, load_checkpoint
+from bench.flops import flop_counter
 from bench.timing import add_common_arguments, apply_threads, best_interleaved
 
 DET_GEOMETRY = dict(
@@ -33,7 +33,7 @@ DET_GEOMETRY = dict(
 
 
 def count_flops(fn, x) -> int:
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter, torch.inference_mode():
         fn(x)
     return counter.get_total_flops()

@@ -6,7 +6,7 @@
 Student: the EVA-02 preset at 224 px / patch 14 (released pre-training geometry, 105 masked patches).
 Teacher: a randomly initialised EVA-CLIP tower of the same size (weights do not change the cost).
 One step = teacher forward + student forward/backward + AdamW update. FLOPs are counted with
-``torch.utils.flop_counter``; the peak is the best of a few large square matmuls in the same dtype.
+torch's counter plus the CPU attention kernel (:mod:`bench.flops`); the peak is the best of a few large square matmuls in the same dtype.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import sys
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from backbone import build_backbone
+from bench.flops import flop_counter
 from bench.timing import add_common_arguments, apply_threads, best_interleaved, seconds_per_call
 from pretraining import BlockMaskGenerator, MIMStudent, neg_cosine_loss, released_init
 from pretraining.schedule import build_optimizer
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(student.parameters(), 3.0)
         optimizer.step()
 
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         step()  # warm-up, and the FLOP count of one step
     flops = counter.get_total_flops()

@@ -8,6 +8,7 @@ augmentation (``test.aug.*``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -16,6 +17,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.structures import Boxes
 from detectron2.utils import comm
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -34,6 +36,54 @@ _PRECISIONS = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+
+class AutocastModel(nn.Module):
+    """Runs the wrapped model under ``torch.autocast``.
+
+    For bf16 training off CUDA: detectron2's ``AMPTrainer`` autocasts through ``torch.cuda.amp``,
+    which leaves CPU ops in fp32. bf16 needs no loss scaling, so the plain trainer suffices.
+    ``fp32_outputs`` turns predicted boxes, scores and masks back to float32 for the evaluators
+    (numpy has no bfloat16).
+    """
+
+    def __init__(
+        self, model: nn.Module, device_type: str, dtype: torch.dtype, fp32_outputs: bool = False
+    ) -> None:
+        super().__init__()
+        self.model, self.device_type, self.dtype, self.fp32_outputs = model, device_type, dtype, fp32_outputs
+
+    def forward(self, *args, **kwargs):
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            outputs = self.model(*args, **kwargs)
+        if self.fp32_outputs:
+            for out in outputs:
+                instances = out.get("instances")
+                for name, value in instances.get_fields().items() if instances is not None else ():
+                    if isinstance(value, Boxes):
+                        value.tensor = value.tensor.float()
+                    elif isinstance(value, torch.Tensor) and value.is_floating_point():
+                        instances.set(name, value.float())
+        return outputs
+
+
+def _precision(amp_cfg, key: str) -> torch.dtype:
+    name = str(amp_cfg.get("precision", "float16"))
+    if name not in _PRECISIONS:
+        raise ValueError(f"{key}.precision={name!r}: expected one of {sorted(_PRECISIONS)}")
+    return _PRECISIONS[name]
+
+
+def inference_autocast(cfg, model: nn.Module, device: str) -> nn.Module:
+    """``test.amp``: the model under autocast for evaluation (bf16 on CPU or GPU, fp16 on GPU)."""
+    amp_cfg = cfg.get("test", {}).get("amp", {})
+    if not amp_cfg.get("enabled", False):
+        return model
+    dtype = _precision(amp_cfg, "test.amp")
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    if device_type == "cpu" and dtype != torch.bfloat16:
+        raise ValueError("test.amp: only bfloat16 autocast runs on CPU")
+    return AutocastModel(model, device_type, dtype, fp32_outputs=True)
 
 
 def resolve_device(cfg) -> str:
@@ -135,10 +185,8 @@ def do_test(cfg, model: nn.Module, ema: ModelEMA | None = None) -> dict:
     runner = tta_from_config(cfg, model) if aug.get("enabled", False) else model
     evaluator = instantiate(cfg.dataloader.evaluator)
     loader = instantiate(cfg.dataloader.test)
-    if ema is not None:
-        with ema.apply_to(model):
-            results = inference_on_dataset(runner, loader, evaluator)
-    else:
+    runner = inference_autocast(cfg, runner, str(next(model.parameters()).device))
+    with ema.apply_to(model) if ema is not None else contextlib.nullcontext():
         results = inference_on_dataset(runner, loader, evaluator)
     if comm.is_main_process() and results:
         print_csv_format(results)
@@ -188,13 +236,14 @@ def do_train(cfg, resume: bool = False) -> dict:
 
     ddp_model = create_ddp(model, device, **cfg.train.ddp)
     amp = cfg.train.amp.get("enabled", False)
-    if amp and not device.startswith("cuda"):
-        logger.warning("train.amp.enabled ignored on %s (mixed precision is a GPU feature here)", device)
-        amp = False
-    if amp:
-        precision = _PRECISIONS[str(cfg.train.amp.get("precision", "float16"))]
+    precision = _precision(cfg.train.amp, "train.amp") if amp else None
+    if amp and device.startswith("cuda"):
         trainer = AMPTrainer(ddp_model, train_loader, optimizer, precision=precision)
+    elif amp and precision == torch.bfloat16:
+        trainer = SimpleTrainer(AutocastModel(ddp_model, "cpu", precision), train_loader, optimizer)
     else:
+        if amp:
+            logger.warning("train.amp float16 ignored on %s (fp16 needs a GPU; bfloat16 runs on CPU)", device)
         trainer = SimpleTrainer(ddp_model, train_loader, optimizer)
     extra = {"ema_state": ema} if ema is not None else {}
     checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer, **extra)

@@ -53,6 +53,7 @@ def build_models(cfg: PretrainConfig, device: torch.device) -> tuple[MIMStudent,
             use_cls_token=True,
             drop_path_rate=cfg.drop_path,
             use_act_checkpoint=cfg.act_checkpoint,
+            compile_blocks=cfg.compile,
             **dict(cfg.model_overrides),
         )
         teacher = build_teacher(cfg.teacher, vit.grid, cfg.teacher_ckpt or None, seed=cfg.seed)

@@ -45,6 +45,7 @@ class PretrainConfig:
     stop_grad_conv1: bool = True
     amp: str = "none"  # none | bf16 | fp16
     act_checkpoint: bool = False
+    compile: bool = False
     seed: int = 0
     num_workers: int = 4
     save_every: int = 1000

@@ -7,6 +7,7 @@ Importing this package registers, in mmseg's registries, the ``EVA02`` backbone,
 checkpoints (see :mod:`seg.safe_load`). Configs pull it in with ``custom_imports = dict(imports=["seg"])``.
 """
 
+from .amp import CPUAutocastOptimWrapper
 from .backbone import EVA02
 from .ddp import DeviceAwareDDP
 from .finetune import SegmentorCheckpointHook
@@ -18,6 +19,7 @@ from .transforms import ShortSideAtLeastResize
 allow_mmengine_checkpoints()
 
 __all__ = [
+    "CPUAutocastOptimWrapper",
     "EVA02",
     "DeviceAwareDDP",
     "EVA02LayerDecayOptimizerConstructor",

@@ -49,6 +49,7 @@ class EVA02(EVA02ViT, BaseModule):
         window_size: int = 0,
         window_block_indexes: Sequence[int] = (),
         use_act_checkpoint: bool = False,
+        compile_blocks: bool | dict = False,
         depth: int | None = None,
         norm_cfg: dict | None = None,
         pretrained: str | None = None,
@@ -74,6 +75,7 @@ class EVA02(EVA02ViT, BaseModule):
             window_block_indexes=window_block_indexes,
             drop_path_rate=drop_path_rate,
             use_act_checkpoint=use_act_checkpoint,
+            compile_blocks=compile_blocks,
             **preset,
         )
         bad = [i for i in out_indices if not 0 <= i < self.depth]

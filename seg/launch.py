@@ -49,7 +49,8 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> None:
 
 
 def cpu_fallback_optim(cfg: Config) -> None:
-    """Use a plain ``OptimWrapper`` where a config asks for AMP but there is no GPU.
+    """Where a config asks for ``AmpOptimWrapper`` but there is no GPU: bf16 keeps autocast on CPU
+    (``CPUAutocastOptimWrapper``), fp16 (the released recipes) falls back to fp32 ``OptimWrapper``.
 
     mmengine's ``AmpOptimWrapper`` refuses to start without CUDA/NPU/MLU; the released recipes
     train in fp16, so their configs keep ``AmpOptimWrapper`` for GPUs.
@@ -57,10 +58,15 @@ def cpu_fallback_optim(cfg: Config) -> None:
     optim = cfg.get("optim_wrapper")
     if optim is None or torch.cuda.is_available() or optim.get("type") != "AmpOptimWrapper":
         return
-    print_log("no CUDA device: AmpOptimWrapper replaced by OptimWrapper (fp32 on CPU)", logger="current")
-    optim["type"] = "OptimWrapper"
+    dtype = str(optim.get("dtype", "float16")).replace("torch.", "")
     for key in ("loss_scale", "dtype", "use_fsdp"):
         optim.pop(key, None)
+    if dtype == "bfloat16":
+        print_log("no CUDA device: AmpOptimWrapper(bfloat16) -> CPUAutocastOptimWrapper", logger="current")
+        optim["type"], optim["dtype"] = "CPUAutocastOptimWrapper", dtype
+        return
+    print_log("no CUDA device: AmpOptimWrapper replaced by OptimWrapper (fp32 on CPU)", logger="current")
+    optim["type"] = "OptimWrapper"
 
 
 def is_tta_config(cfg: Config) -> bool:

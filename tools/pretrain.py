@@ -30,6 +30,7 @@ _HELP = {
     "resume": "checkpoint to continue from, or 'auto' for OUTPUT_DIR/checkpoint-last.pth when present",
     "amp": "autocast dtype: none, bf16 (GPU or CPU) or fp16 (GPU, with loss scaling)",
     "act_checkpoint": "recompute block activations in the backward pass (less memory)",
+    "compile": "torch.compile each student block (regional: new sizes reuse the compiled code)",
     "max_steps": "train this many optimizer steps (the schedule is compressed to them)",
     "stop_after": "leave after this step with a checkpoint; continue later with --resume auto",
 }

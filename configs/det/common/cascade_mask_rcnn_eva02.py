@@ -143,7 +143,7 @@ train = dict(
     output_dir="./output",
     init_checkpoint="",
     max_iter=60000,
-    amp=dict(enabled=True, precision="float16"),  # GPU only; ignored on CPU
+    amp=dict(enabled=True, precision="float16"),  # fp16 needs a GPU (ignored on CPU); bfloat16 runs anywhere
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=True),
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,
@@ -155,7 +155,9 @@ train = dict(
 
 # Multi-scale + flip test-time augmentation (tools/lazyconfig_train_net.py ... test.aug.enabled=True),
 # see det/tta.py. Views must fit in the padded square (max_size <= model.backbone.square_pad).
+# test.amp: autocast at evaluation (bfloat16 on CPU or GPU, float16 on GPU); off as released.
 test = dict(
+    amp=dict(enabled=False, precision="bfloat16"),
     aug=dict(
         enabled=False,
         min_sizes=[640, 800, 1024],
@@ -164,7 +166,7 @@ test = dict(
         merge="nms",  # as released: class-wise NMS over the union of views ("soft_nms": the row's)
         nms_thresh=0.5,
         detections_per_image=None,  # None: the row's evaluator cap (COCO 100, LVIS 300, O365 -> LVIS 1000)
-    )
+    ),
 )
 
 optimizer = L(torch.optim.AdamW)(
