@@ -6,7 +6,8 @@
 Student: the EVA-02 preset at 224 px / patch 14 (released pre-training geometry, 105 masked patches).
 Teacher: a randomly initialised EVA-CLIP tower of the same size (weights do not change the cost).
 One step = teacher forward + student forward/backward + AdamW update. FLOPs are counted with
-torch's counter plus the CPU attention kernel (:mod:`bench.flops`); the peak is the best of a few large square matmuls in the same dtype.
+torch's counter plus the CPU attention kernel (:mod:`bench.flops`); the peak is the best of a few
+large square matmuls in the same dtype.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from mmseg.structures import SegDataSample
 
 import seg  # noqa: F401
 from backbone import EVA02ViT
+from det.engine import AutocastModel, inference_autocast
 from pretraining.engine import build_models
 from pretraining.recipes import PretrainConfig
-from det.engine import AutocastModel, inference_autocast
 from seg.launch import cpu_fallback_optim
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
