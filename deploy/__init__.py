@@ -1,0 +1,17 @@
+"""Export of the EVA-02 backbone, segmenter and detector to ONNX / ``torch.export`` graphs."""
+
+from .check import SizeCheck, check_onnx
+from .graphs import BackboneGraph, DetectorGraph, SegmenterGraph
+from .onnx_export import ExportError, export_graph
+from .postprocess import detector_instances
+
+__all__ = [
+    "BackboneGraph",
+    "DetectorGraph",
+    "ExportError",
+    "SegmenterGraph",
+    "SizeCheck",
+    "check_onnx",
+    "detector_instances",
+    "export_graph",
+]

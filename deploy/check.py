@@ -1,0 +1,82 @@
+"""Run an exported ONNX graph in onnxruntime and compare it with eager PyTorch."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class SizeCheck:
+    """Largest differences over the outputs of one input size.
+
+    ``rel_error`` is the largest absolute difference divided by the largest absolute eager value,
+    per output, maximised over outputs; ``same_count`` is False when an output's shape differs
+    (the detector found another number of instances).
+    """
+
+    shape: tuple[int, ...]
+    max_abs_error: float
+    rel_error: float
+    same_count: bool
+    same_argmax: bool | None = None
+
+    def __str__(self) -> str:
+        text = f"input {self.shape}: max abs error {self.max_abs_error:.3g}, relative {self.rel_error:.3g}"
+        if not self.same_count:
+            text += ", OUTPUT SHAPES DIFFER"
+        if self.same_argmax is not None:
+            text += f", same argmax: {self.same_argmax}"
+        return text
+
+
+def onnx_session(path: str | os.PathLike, providers: list[str] | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(os.fspath(path), options, providers=providers or ["CPUExecutionProvider"])
+
+
+def compare_outputs(
+    shape: tuple[int, ...], eager: tuple[torch.Tensor, ...], runtime: list[np.ndarray], argmax_dim: int | None
+) -> SizeCheck:
+    max_abs, rel, same_count = 0.0, 0.0, True
+    for ref, got in zip(eager, runtime):
+        ref = ref.detach().cpu().numpy()
+        if ref.shape != got.shape:
+            same_count = False
+            continue
+        if ref.size == 0:
+            continue
+        diff = float(np.abs(ref.astype(np.float64) - got.astype(np.float64)).max())
+        max_abs = max(max_abs, diff)
+        rel = max(rel, diff / max(float(np.abs(ref).max()), 1e-12))
+    same_argmax = None
+    if argmax_dim is not None and same_count:
+        ref = eager[0].detach().cpu().numpy()
+        same_argmax = bool((ref.argmax(argmax_dim) == runtime[0].argmax(argmax_dim)).all())
+    return SizeCheck(tuple(shape), max_abs, rel, same_count, same_argmax)
+
+
+def check_onnx(
+    path: str | os.PathLike,
+    graph: nn.Module,
+    samples: list[torch.Tensor],
+    argmax_dim: int | None = None,
+    providers: list[str] | None = None,
+) -> list[SizeCheck]:
+    """Run ``path`` and ``graph`` (eager) on each sample; one :class:`SizeCheck` per sample."""
+    session = onnx_session(path, providers)
+    results = []
+    graph = graph.eval()
+    for x in samples:
+        with torch.no_grad():
+            eager = graph(x)
+        runtime = session.run(None, {"image": x.numpy()})
+        results.append(compare_outputs(tuple(x.shape), eager, runtime, argmax_dim))
+    return results
