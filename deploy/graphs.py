@@ -13,6 +13,8 @@ from torch import nn
 
 from backbone import EVA02ViT
 
+from .pooling import make_adaptive_pooling_exportable
+
 
 class BackboneGraph(nn.Module):
     """``image`` (N, 3, H, W), normalised -> ``last_feat`` (N, C, ceil(H / p), ceil(W / p))."""
@@ -38,6 +40,7 @@ class SegmenterGraph(nn.Module):
     ``image`` (N, 3, H, W) RGB pixel values 0-255 -> ``logits`` (N, num_classes, H, W): what
     ``model.inference`` gives in whole mode before the argmax (channel order, normalisation and
     test-time padding of ``data_preprocessor`` applied here, padding cropped off the logits).
+    Adaptive average pooling (UperNet's pyramid pooling) is swapped for a size-following version.
     """
 
     output_names = ("logits",)
@@ -53,6 +56,8 @@ class SegmenterGraph(nn.Module):
                 "(its inference is not a single encode-decode pass)"
             )
         pre = segmentor.data_preprocessor
+        # in place: eager results are unchanged (the replacement calls PyTorch's op outside export)
+        make_adaptive_pooling_exportable(segmentor)
         self.segmentor = segmentor
         # the graph takes RGB; a preprocessor without bgr_to_rgb feeds the network BGR
         self.to_bgr = not pre.channel_conversion

@@ -12,6 +12,7 @@ from backbone import EVA02ViT, build_backbone
 from backbone.pos_embed import resize_pos_grid
 from deploy import BackboneGraph, ExportError, check_onnx, export_graph
 from deploy.build import build_graph
+from deploy.check import onnx_session, same_decisions
 from deploy.onnx_export import op_types
 
 # ------------------------------------------------- the rewrites leave eager outputs bit for bit unchanged
@@ -142,3 +143,42 @@ def test_bad_weights_and_overrides_are_named(tmp_path):
         build_graph(None, "eva02_tiny", ["window_block_indexes=[0]"], None)
     with pytest.raises(ExportError, match="no such file"):
         build_graph(None, "eva02_tiny", [], str(tmp_path / "missing.pth"))
+
+
+# ---------------------------------------------------------------------------------------- segmenter
+
+TOY_SEG = "configs/seg/toy/upernet_eva02_tiny_toy.py"
+TOY_SEG_SMALL = ["model.backbone.depth=4", "model.backbone.out_indices=(0,1,2,3)"]
+
+
+def _mmseg_whole_inference(model, rgb: torch.Tensor) -> torch.Tensor:
+    """mmseg's own path: data preprocessor on the BGR image as loaded, then whole-image inference."""
+    from mmseg.structures import SegDataSample
+
+    h, w = rgb.shape[-2:]
+    sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+    data = model.data_preprocessor(dict(inputs=[rgb[0].flip(0)], data_samples=[sample]), False)
+    with torch.no_grad():
+        return model.inference(data["inputs"], [s.metainfo for s in data["data_samples"]])
+
+
+def test_segmenter_onnx_matches_mmseg_whole_inference(tmp_path):
+    torch.manual_seed(0)
+    kind, graph = build_graph(TOY_SEG, None, TOY_SEG_SMALL, None)
+    assert kind == "seg"
+    path = export_graph(graph, torch.rand(1, 3, 128, 128) * 255, tmp_path / "seg.onnx")
+    ops = _assert_plain_onnx(path)
+    assert "GatherND" not in ops  # pyramid pooling follows the runtime size
+    gen = torch.Generator().manual_seed(2)
+    samples = [torch.rand(1, 3, h, w, generator=gen).mul(255).round() for h, w in [(115, 149), (70, 66)]]
+    session = onnx_session(path)
+    for rgb in samples:
+        reference = _mmseg_whole_inference(graph.segmentor, rgb)
+        logits = session.run(None, {"image": rgb.numpy()})[0]
+        assert logits.shape == tuple(reference.shape) == (1, 6, *rgb.shape[-2:])
+        ref = reference.numpy()
+        err = float(abs(logits - ref).max())
+        assert err / abs(ref).max() < 1e-3
+        assert same_decisions(ref, logits, 1, err)
+        # near-ties of the untrained heads aside, the argmax is the same pixel for pixel
+        assert (ref.argmax(1) == logits.argmax(1)).mean() > 0.999
