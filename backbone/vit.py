@@ -22,6 +22,11 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _at_least(size: int | torch.Tensor, minimum: int) -> int | torch.Tensor:
+    """``max`` that stays symbolic under ``torch.export`` (sizes are tensors under jit tracing)."""
+    return max(size, minimum) if isinstance(size, torch.Tensor) else torch.sym_max(size, minimum)
+
+
 class EVA02ViT(nn.Module):
     """Plain ViT with SwiGLU, optional sub-LN, 2D RoPE and window/global attention.
 
@@ -145,12 +150,12 @@ class EVA02ViT(nn.Module):
     def _pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
         prefix = self.pos_embed[:, : self.num_prefix_tokens]
         tokens = self.pos_embed[:, self.num_prefix_tokens :]
-        # Always interpolate and crop (no same-size shortcuts, sym_max instead of max): an exported
+        # Always interpolate and crop (no same-size shortcuts, no max on sizes): an exported
         # graph then follows the runtime grid; eager results are the same bit for bit.
         if self.position_rule == "stretch":
             tokens = interpolate_pos_grid(tokens, self.pos_grid, grid, self.pos_embed_antialias)
         else:
-            target = (torch.sym_max(grid[0], self.grid[0]), torch.sym_max(grid[1], self.grid[1]))
+            target = (_at_least(grid[0], self.grid[0]), _at_least(grid[1], self.grid[1]))
             tokens = interpolate_pos_grid(tokens, self.pos_grid, target, self.pos_embed_antialias)
             c = tokens.shape[-1]
             tokens = tokens.view(1, target[0], target[1], c)[:, : grid[0], : grid[1]].reshape(1, -1, c)

@@ -89,3 +89,46 @@ def check_onnx(
         runtime = session.run(None, {"image": x.numpy()})
         results.append(compare_outputs(tuple(x.shape), eager, runtime, argmax_dim))
     return results
+
+
+@dataclass
+class DetectionCheck:
+    """Eager detections against those from the exported pyramid + :func:`detector_instances`."""
+
+    shape: tuple[int, ...]
+    eager_count: int
+    onnx_count: int
+    same_classes: bool
+    max_box_error: float
+    max_score_error: float
+    mask_pixels_differing: int
+
+    def __str__(self) -> str:
+        return (
+            f"input {self.shape}: {self.eager_count} eager / {self.onnx_count} onnx detections, "
+            f"same classes: {self.same_classes}, max box error {self.max_box_error:.3g} px, "
+            f"max score error {self.max_score_error:.3g}, mask pixels differing {self.mask_pixels_differing}"
+        )
+
+
+def check_detector(
+    path: str | os.PathLike, graph: nn.Module, samples: list[torch.Tensor], providers: list[str] | None = None
+) -> list[DetectionCheck]:
+    """Detections of the eager model and of the exported graph (heads in PyTorch) per sample."""
+    from .postprocess import detector_instances
+
+    session = onnx_session(path, providers)
+    model = graph.model.eval()
+    results = []
+    for x in samples:
+        size = tuple(x.shape[-2:])
+        with torch.no_grad():
+            ref = model([{"image": x, "height": size[0], "width": size[1]}])[0]["instances"]
+        got = detector_instances(model, session.run(None, {"image": x.numpy()}), size)
+        same = len(ref) == len(got)
+        classes = same and bool((ref.pred_classes == got.pred_classes).all())
+        box = float((ref.pred_boxes.tensor - got.pred_boxes.tensor).abs().max()) if same and len(ref) else 0.0
+        score = float((ref.scores - got.scores).abs().max()) if same and len(ref) else 0.0
+        masks = int((ref.pred_masks != got.pred_masks).sum()) if same and ref.has("pred_masks") else 0
+        results.append(DetectionCheck(tuple(x.shape), len(ref), len(got), classes, box, score, masks))
+    return results

@@ -92,15 +92,16 @@ class SegmenterGraph(nn.Module):
 
 
 class DetectorGraph(nn.Module):
-    """detectron2 Cascade Mask R-CNN without post-processing.
+    """detectron2 Cascade Mask R-CNN up to its feature pyramid (the dense, size-dependent part).
 
     ``image`` (3, H, W) in the config's input format, already resized by the test-time resize ->
-    ``boxes`` (R, 4) in input pixels, ``scores`` (R), ``classes`` (R), ``masks`` (R, 1, M, M)
-    mask-head probabilities: the fields of ``model.inference([...], do_postprocess=False)``.
-    Padding and normalisation happen inside (``model.preprocess_image``).
+    the pyramid maps ``p2`` .. ``p6`` (1, C, H' / s, W' / s) of the padded image, padding and
+    normalisation inside (as ``model.preprocess_image``). Proposals, RoI heads and mask pasting
+    run in PyTorch on these maps: :func:`deploy.postprocess.detector_instances` (their
+    data-dependent control flow in detectron2 cannot be captured by ``torch.export``; see
+    docs/deployment.md).
     """
 
-    output_names = ("boxes", "scores", "classes", "masks")
     image_rank = 3
 
     def __init__(self, model: nn.Module) -> None:
@@ -110,10 +111,26 @@ class DetectorGraph(nn.Module):
         if not isinstance(model, GeneralizedRCNN):
             raise TypeError(f"DetectorGraph needs a detectron2 GeneralizedRCNN, got {type(model).__name__}")
         self.model = model
-        square = getattr(model.backbone, "square_pad", 0)
+        self.output_names = tuple(sorted(model.backbone.output_shape()))
+        square = model.backbone.padding_constraints.get("square_size", 0)
         self.size_multiple = 1  # padded inside (to the square or to size_divisibility)
         self.max_size = square or 4096
 
+    def preprocess(self, image: torch.Tensor):
+        """``model.preprocess_image`` with the padding written from the symbolic size."""
+        from detectron2.structures import ImageList
+
+        model = self.model
+        h, w = image.shape[-2:]
+        x = (image - model.pixel_mean) / model.pixel_std
+        # as ImageList.from_tensors: up to the square if any, then to a multiple of the divisibility
+        square = model.backbone.padding_constraints.get("square_size", 0)
+        d = max(model.backbone.size_divisibility, 1)
+        target_h, target_w = (square, square) if square else (h, w)
+        target_h, target_w = target_h + (-target_h) % d, target_w + (-target_w) % d
+        x = F.pad(x, (0, target_w - w, 0, target_h - h))
+        return ImageList(x[None], [(h, w)])
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        inst = self.model.inference([{"image": image}], do_postprocess=False)[0]
-        return inst.pred_boxes.tensor, inst.scores, inst.pred_classes, inst.pred_masks
+        features = self.model.backbone(self.preprocess(image).tensor)
+        return tuple(features[name] for name in self.output_names)

@@ -1,30 +1,39 @@
-"""The detector's post-processing that stays outside the graph: back to ``Instances``, masks pasted."""
+"""The detector's part that stays outside the graph: proposals, RoI heads, mask pasting."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import ImageList, Instances
+from torch import nn
 
 
+@torch.no_grad()
 def detector_instances(
-    outputs: list[np.ndarray] | tuple[torch.Tensor, ...],
+    model: nn.Module,
+    features: list[np.ndarray] | tuple[torch.Tensor, ...],
     input_size: tuple[int, int],
     output_size: tuple[int, int] | None = None,
 ) -> Instances:
-    """``Instances`` from the detector graph's (boxes, scores, classes, masks).
+    """``Instances`` from the detector graph's pyramid maps, as ``model([...])[0]["instances"]``.
 
-    ``input_size`` is the (H, W) of the graph's input; ``output_size`` the original image's
-    (height, width) the eager model was asked for (default: the input size). Boxes are rescaled
-    and clipped and masks pasted into full-image bitmaps by detectron2's ``detector_postprocess``,
-    the step that ``model([{"image", "height", "width"}])`` adds after the graph's part.
+    ``model`` is the eager detector (its RPN and RoI heads are run here); ``input_size`` is the
+    (H, W) of the graph's input and ``output_size`` the (height, width) the detections are wanted
+    at (default: the input size). Boxes are rescaled and masks pasted by detectron2's
+    ``detector_postprocess``; soft-NMS and maskness re-scoring, when configured, happen in the
+    RoI heads as in eager inference.
     """
-    boxes, scores, classes, masks = (torch.as_tensor(np.asarray(o)) for o in outputs)
-    inst = Instances(tuple(int(s) for s in input_size))
-    inst.pred_boxes = Boxes(boxes.float())
-    inst.scores = scores.float()
-    inst.pred_classes = classes.long()
-    inst.pred_masks = masks.float()
+    names = sorted(model.backbone.output_shape())
+    if len(features) != len(names):
+        raise ValueError(f"expected {len(names)} feature maps {names}, got {len(features)}")
+    device = model.pixel_mean.device
+    maps = {n: torch.as_tensor(np.asarray(f)).to(device) for n, f in zip(names, features)}
+    padded = maps[names[0]].shape[-2:]
+    stride = model.backbone.output_shape()[names[0]].stride
+    # only the sizes of the ImageList are read by the heads (anchors, clipping)
+    images = ImageList(torch.empty(1, 0, padded[0] * stride, padded[1] * stride, device=device), [input_size])
+    proposals, _ = model.proposal_generator(images, maps, None)
+    results, _ = model.roi_heads(images, maps, proposals, None)
     height, width = output_size or input_size
-    return detector_postprocess(inst, int(height), int(width))
+    return detector_postprocess(results[0], int(height), int(width))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import onnx
 import pytest
 import torch
@@ -10,7 +13,7 @@ import torch.nn.functional as F
 import backbone.block
 from backbone import EVA02ViT, build_backbone
 from backbone.pos_embed import resize_pos_grid
-from deploy import BackboneGraph, ExportError, check_onnx, export_graph
+from deploy import BackboneGraph, ExportError, check_onnx, detector_instances, export_graph
 from deploy.build import build_graph
 from deploy.check import onnx_session, same_decisions
 from deploy.onnx_export import op_types
@@ -182,3 +185,64 @@ def test_segmenter_onnx_matches_mmseg_whole_inference(tmp_path):
         assert same_decisions(ref, logits, 1, err)
         # near-ties of the untrained heads aside, the argmax is the same pixel for pixel
         assert (ref.argmax(1) == logits.argmax(1)).mean() > 0.999
+
+
+# ----------------------------------------------------------------------------------------- detector
+
+TOY_DET = "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"
+
+
+def test_detector_pyramid_onnx_gives_the_eager_detections(tmp_path):
+    torch.manual_seed(0)
+    kind, graph = build_graph(TOY_DET, None, [], None)
+    assert kind == "det" and graph.output_names == ("p2", "p3", "p4", "p5", "p6")
+    path = export_graph(graph, torch.rand(3, 160, 128) * 255, tmp_path / "det.onnx")
+    _assert_plain_onnx(path)
+    gen = torch.Generator().manual_seed(3)
+    # sizes never traced, below the 192 square the toy detector pads to
+    samples = [torch.rand(3, h, w, generator=gen).mul(255).round() for h, w in [(120, 176), (64, 80)]]
+    for res in check_onnx(path, graph, samples):
+        assert res.same_count and res.rel_error < 1e-4, res
+    model = graph.model
+    for x in samples:
+        h, w = x.shape[-2:]
+        with torch.no_grad():  # eager reference at another output size: boxes and masks are rescaled
+            ref = model([{"image": x, "height": 2 * h, "width": 2 * w}])[0]["instances"]
+        features = onnx_session(path).run(None, {"image": x.numpy()})
+        got = detector_instances(model, features, (h, w), (2 * h, 2 * w))
+        assert len(ref) == len(got) > 0
+        assert torch.equal(ref.pred_classes, got.pred_classes)
+        torch.testing.assert_close(got.pred_boxes.tensor, ref.pred_boxes.tensor, atol=1e-3, rtol=0)
+        torch.testing.assert_close(got.scores, ref.scores, atol=1e-3, rtol=0)
+        assert got.pred_masks.shape == (len(ref), 2 * h, 2 * w)
+        assert (got.pred_masks != ref.pred_masks).float().mean() < 1e-4
+
+
+def _export_tool():
+    spec = importlib.util.spec_from_file_location(
+        "export_tool", Path(__file__).parents[1] / "tools" / "export.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_tool_refuses_bad_input_with_one_message(tmp_path):
+    tool = _export_tool()
+    tiny = ["--backbone", "eva02_tiny", "depth=1", "img_size=32", "patch_size=16"]
+    out = tmp_path / "x.onnx"
+    with pytest.raises(SystemExit, match="--format 'tflite': unknown"):
+        tool.main([*tiny, "--output", str(out), "--format", "tflite"])
+    with pytest.raises(SystemExit, match="folder .*missing does not exist"):
+        tool.main([*tiny, "--output", str(tmp_path / "missing" / "x.onnx")])
+    with pytest.raises(SystemExit, match="unknown backbone 'eva02_huge'"):
+        tool.main(["--backbone", "eva02_huge", "--output", str(out)])
+    # a segmenter checkpoint of another class count: mmengine's strict load names the tensors
+    kind, graph = build_graph(TOY_SEG, None, ["model.decode_head.num_classes=3"], None)
+    ckpt = tmp_path / "seg3.pth"
+    torch.save({"state_dict": graph.segmentor.state_dict()}, ckpt)
+    with pytest.raises(SystemExit, match="(?s)seg3.pth does not fit .*conv_seg"):
+        tool.main(["--config-file", TOY_SEG, "--weights", str(ckpt), "--output", str(out)])
+    with pytest.raises(SystemExit, match="cannot build the model"):
+        tool.main(["--config-file", TOY_DET, "model.backbone.net.depth=banana", "--output", str(out)])
+    assert list(tmp_path.iterdir()) == [ckpt]

@@ -18,7 +18,7 @@ import argparse
 import logging
 
 from deploy.build import build_graph, default_size, example_input, sample_inputs
-from deploy.check import check_onnx
+from deploy.check import check_detector, check_onnx
 from deploy.onnx_export import FORMATS, MIN_OPSET, ExportError, check_output_path, export_graph, op_types
 
 
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
         argmax_dim = 1 if kind == "seg" else None
         for result in check_onnx(path, graph, samples, argmax_dim=argmax_dim):
             print(result)
+        if kind == "det":
+            for result in check_detector(path, graph, samples):
+                print(result)
 
 
 if __name__ == "__main__":
