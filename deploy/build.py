@@ -144,12 +144,18 @@ def sample_inputs(kind: str, graph: nn.Module, base: tuple[int, int], count: int
     return [example_input(kind, s, gen) for s in sizes]
 
 
-def example_input(kind: str, size: tuple[int, int], gen: torch.Generator | None = None) -> torch.Tensor:
-    """A random input of the graph's contract: normalised for the backbone, pixel values otherwise."""
+def example_input(
+    kind: str, size: tuple[int, int], gen: torch.Generator | None = None, batch: int = 1
+) -> torch.Tensor:
+    """A random input of the graph's contract: normalised for the backbone, pixel values otherwise.
+
+    Export with ``batch=2``: torch.export specialises a traced batch of one to a constant.
+    """
     if kind == "backbone":
-        return torch.randn(1, 3, *size, generator=gen)
-    image = torch.rand(3, *size, generator=gen) * 255
-    return image if kind == "det" else image[None]
+        return torch.randn(batch, 3, *size, generator=gen)
+    if kind == "det":
+        return torch.rand(3, *size, generator=gen) * 255
+    return torch.rand(batch, 3, *size, generator=gen) * 255
 
 
 def default_size(kind: str, graph: nn.Module) -> tuple[int, int]:

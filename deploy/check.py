@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,3 +133,26 @@ def check_detector(
         masks = int((ref.pred_masks != got.pred_masks).sum()) if same and ref.has("pred_masks") else 0
         results.append(DetectionCheck(tuple(x.shape), len(ref), len(got), classes, box, score, masks))
     return results
+
+
+def seconds_per_image(
+    path: str | os.PathLike, graph: nn.Module, sample: torch.Tensor, repeats: int = 5
+) -> dict[str, float]:
+    """Best-of-``repeats`` seconds per image of eager PyTorch and of onnxruntime (CPU) on ``sample``.
+
+    Interleaved so that machine load affects both alike; one warm-up call each first.
+    """
+    session = onnx_session(path)
+    feed = {"image": sample.numpy()}
+    images = sample.shape[0] if graph.image_rank == 4 else 1
+    best = {"eager": float("inf"), "onnxruntime": float("inf")}
+    with torch.inference_mode():
+        graph(sample), session.run(None, feed)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            graph(sample)
+            best["eager"] = min(best["eager"], time.perf_counter() - start)
+            start = time.perf_counter()
+            session.run(None, feed)
+            best["onnxruntime"] = min(best["onnxruntime"], time.perf_counter() - start)
+    return {k: v / images for k, v in best.items()}

@@ -58,7 +58,8 @@ def dynamic_shapes(graph: nn.Module, dynamic: bool) -> dict | None:
 
 
 def _write_atomically(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    # hidden name in the same folder (so that the rename is atomic), same suffix (torch.export.save checks it)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent or ".")
     os.close(fd)
     try:
         write(tmp)
@@ -89,7 +90,10 @@ def export_graph(
     shapes = dynamic_shapes(graph, dynamic)
     with torch.no_grad():
         if fmt == "torch-export":
-            program = torch.export.export(graph, (sample,), dynamic_shapes=shapes, strict=False)
+            # Dim.AUTO: sizes the model specialises (a batch of one, grids of one patch) stay static
+            # instead of failing; the ONNX exporter relaxes its named dims the same way
+            auto = {"image": {k: Dim.AUTO for k in shapes["image"]}} if shapes else None
+            program = torch.export.export(graph, (sample,), dynamic_shapes=auto, strict=False)
             _write_atomically(path, lambda tmp: torch.export.save(program, tmp))
             return path
         program = torch.onnx.export(

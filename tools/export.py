@@ -18,7 +18,7 @@ import argparse
 import logging
 
 from deploy.build import build_graph, default_size, example_input, sample_inputs
-from deploy.check import check_detector, check_onnx
+from deploy.check import check_detector, check_onnx, seconds_per_image
 from deploy.onnx_export import FORMATS, MIN_OPSET, ExportError, check_output_path, export_graph, op_types
 
 
@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dynamic", action="store_true", help="symbolic height and width (and batch if any)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="tracing size (default: model's)")
     p.add_argument("--check", action="store_true", help="compare onnxruntime with eager at other sizes")
+    p.add_argument(
+        "--benchmark", type=int, default=0, metavar="N", help="time eager vs onnxruntime (best of N)"
+    )
     p.add_argument("opts", nargs="*", default=[], help="name=value overrides")
     return p.parse_args(argv)
 
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             print("no --weights: exporting the model's initial (untrained) weights")
         size = tuple(args.size) if args.size else tuple(default_size(kind, graph))
         path = export_graph(
-            graph, example_input(kind, size), args.output, args.format, args.dynamic, args.opset
+            graph, example_input(kind, size, batch=2), args.output, args.format, args.dynamic, args.opset
         )
     except ExportError as err:
         raise SystemExit(f"error: {err}") from None
@@ -68,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         if kind == "det":
             for result in check_detector(path, graph, samples):
                 print(result)
+    if args.benchmark and args.format == "onnx":
+        times = seconds_per_image(path, graph, example_input(kind, size), args.benchmark)
+        print(f"{kind} at {size[0]}x{size[1]}: " + ", ".join(f"{k} {v:.4f} s/img" for k, v in times.items()))
 
 
 if __name__ == "__main__":
