@@ -51,13 +51,13 @@ def _window_partition_pad_if_needed(x: torch.Tensor, window: int):
     "kwargs",
     [
         dict(use_cls_token=True),  # position embedding at its own grid: the old code skipped the resize
-        dict(use_cls_token=False, window_size=4, window_block_indexes=(0, 2)),
+        dict(use_cls_token=False, window_size=4, window_block_indexes=(0,)),
         dict(use_cls_token=False, pretrain_img_size=96, window_size=5, window_block_indexes=(1,)),
         dict(use_cls_token=True, position_rule="stretch", pos_embed_antialias=True),
     ],
 )
 def test_branch_free_geometry_is_bit_identical_to_the_shortcuts(monkeypatch, kwargs):
-    model = build_backbone("eva02_tiny", img_size=128, patch_size=16, depth=3, **kwargs).eval()
+    model = build_backbone("eva02_tiny", img_size=128, patch_size=16, depth=2, **kwargs).eval()
     images = [torch.randn(1, 3, *hw) for hw in [(128, 128), (64, 96), (160, 128), (50, 70)]]
     with torch.no_grad():
         new = [model(x)["last_feat"] for x in images]
@@ -151,7 +151,7 @@ def test_bad_weights_and_overrides_are_named(tmp_path):
 # ---------------------------------------------------------------------------------------- segmenter
 
 TOY_SEG = "configs/seg/toy/upernet_eva02_tiny_toy.py"
-TOY_SEG_SMALL = ["model.backbone.depth=4", "model.backbone.out_indices=(0,1,2,3)"]
+TOY_SEG_SMALL = ["model.backbone.depth=2", "model.backbone.out_indices=(0,0,1,1)"]
 
 
 def _mmseg_whole_inference(model, rgb: torch.Tensor) -> torch.Tensor:
@@ -190,11 +190,12 @@ def test_segmenter_onnx_matches_mmseg_whole_inference(tmp_path):
 # ----------------------------------------------------------------------------------------- detector
 
 TOY_DET = "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py"
+TOY_DET_SMALL = ["model.backbone.net.depth=2", "model.backbone.net.window_block_indexes=[0]"]
 
 
 def test_detector_pyramid_onnx_gives_the_eager_detections(tmp_path):
     torch.manual_seed(0)
-    kind, graph = build_graph(TOY_DET, None, [], None)
+    kind, graph = build_graph(TOY_DET, None, TOY_DET_SMALL, None)
     assert kind == "det" and graph.output_names == ("p2", "p3", "p4", "p5", "p6")
     path = export_graph(graph, torch.rand(3, 160, 128) * 255, tmp_path / "det.onnx")
     _assert_plain_onnx(path)
