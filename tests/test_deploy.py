@@ -124,6 +124,17 @@ def test_backbone_onnx_matches_eager_at_unseen_sizes(tiny_backbone_onnx):
         assert graph(samples[0])[0].shape == (2, 192, 3, 4)
 
 
+def test_torch_export_program_follows_the_input_size(tmp_path):
+    net = build_backbone("eva02_tiny", img_size=32, patch_size=16, depth=1, use_cls_token=True).eval()
+    graph = BackboneGraph(net)
+    path = export_graph(graph, torch.randn(2, 3, 32, 32), tmp_path / "bb.pt2", fmt="torch-export")
+    program = torch.export.load(str(path)).module()
+    x = torch.randn(3, 3, 45, 70)  # another batch, a grid larger than the configured one
+    with torch.no_grad():
+        torch.testing.assert_close(program(x)[0], net(x)["last_feat"], rtol=1e-5, atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir()] == ["bb.pt2"]
+
+
 def test_failed_export_leaves_no_file(tmp_path):
     net = build_backbone("eva02_tiny", img_size=32, patch_size=16, depth=1, use_cls_token=False)
     out = tmp_path / "bb.onnx"
