@@ -68,6 +68,30 @@ def test_branch_free_geometry_is_bit_identical_to_the_shortcuts(monkeypatch, kwa
         assert torch.equal(a, b)
 
 
+def test_branch_free_geometry_leaves_gradients_bit_identical(monkeypatch):
+    model = build_backbone(
+        "eva02_tiny",
+        img_size=96,
+        patch_size=16,
+        depth=2,
+        use_cls_token=False,
+        window_size=4,
+        window_block_indexes=(0,),
+    )
+    x = torch.randn(2, 3, 96, 96)
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        model(x)["last_feat"].square().sum().backward()
+        return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    new = grads()
+    monkeypatch.setattr(EVA02ViT, "_pos_embed_for", _pos_embed_with_shortcuts)
+    monkeypatch.setattr(backbone.block, "window_partition", _window_partition_pad_if_needed)
+    old = grads()
+    assert all(torch.equal(new[k], old[k]) for k in new)
+
+
 def test_pos_embed_at_its_own_grid_is_the_stored_tensor():
     """Hand check of the exactness argument: bicubic weights at scale 1 are exactly (0, 1, 0, 0)."""
     model = build_backbone("eva02_tiny", img_size=96, patch_size=16, depth=1, use_cls_token=False)
