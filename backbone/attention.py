@@ -86,8 +86,8 @@ def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[
     """(B, H, W, C) -> (B * num_windows, window * window, C), zero-padding H and W up to the window."""
     b, h, w, c = x.shape
     pad_h, pad_w = (-h) % window, (-w) % window
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    # always pad (by zero rows when none are needed): no branch on the size, for exported graphs
+    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     hp, wp = h + pad_h, w + pad_w
     x = x.view(b, hp // window, window, wp // window, window, c).transpose(2, 3)
     return x.reshape(-1, window * window, c), (hp, wp)

@@ -33,6 +33,21 @@ def resize_pos_grid(
     """Bicubically resize ``(1, src_h * src_w, C)`` grid tokens to ``(1, dst_h * dst_w, C)``."""
     if tuple(src) == tuple(dst):
         return grid_tokens
+    return interpolate_pos_grid(grid_tokens, src, dst, antialias)
+
+
+def interpolate_pos_grid(
+    grid_tokens: torch.Tensor,
+    src: tuple[int, int],
+    dst: tuple[int, int],
+    antialias: bool = False,
+) -> torch.Tensor:
+    """:func:`resize_pos_grid` without the same-size shortcut.
+
+    Branch-free, so that an exported graph keeps ``dst`` symbolic; at the same size bicubic
+    interpolation weighs each source token by exactly 1 and its neighbours by 0, which leaves
+    the tokens bit for bit unchanged.
+    """
     dtype = grid_tokens.dtype
     c = grid_tokens.shape[-1]
     grid = grid_tokens.float().reshape(1, src[0], src[1], c).permute(0, 3, 1, 2)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .block import Block
-from .pos_embed import resize_pos_grid
+from .pos_embed import interpolate_pos_grid
 from .rope import rope_table
 
 PositionRule = Literal["fixed", "stretch"]
@@ -20,6 +20,11 @@ PositionRule = Literal["fixed", "stretch"]
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _at_least(size: int | torch.Tensor, minimum: int) -> int | torch.Tensor:
+    """``max`` that stays symbolic under ``torch.export`` (sizes are tensors under jit tracing)."""
+    return max(size, minimum) if isinstance(size, torch.Tensor) else torch.sym_max(size, minimum)
 
 
 class EVA02ViT(nn.Module):
@@ -156,14 +161,15 @@ class EVA02ViT(nn.Module):
     def _pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
         prefix = self.pos_embed[:, : self.num_prefix_tokens]
         tokens = self.pos_embed[:, self.num_prefix_tokens :]
+        # Always interpolate and crop (no same-size shortcuts, no max on sizes): an exported
+        # graph then follows the runtime grid; eager results are the same bit for bit.
         if self.position_rule == "stretch":
-            tokens = resize_pos_grid(tokens, self.pos_grid, grid, self.pos_embed_antialias)
+            tokens = interpolate_pos_grid(tokens, self.pos_grid, grid, self.pos_embed_antialias)
         else:
-            target = (max(grid[0], self.grid[0]), max(grid[1], self.grid[1]))
-            tokens = resize_pos_grid(tokens, self.pos_grid, target, self.pos_embed_antialias)
-            if target != grid:
-                c = tokens.shape[-1]
-                tokens = tokens.view(1, target[0], target[1], c)[:, : grid[0], : grid[1]].reshape(1, -1, c)
+            target = (_at_least(grid[0], self.grid[0]), _at_least(grid[1], self.grid[1]))
+            tokens = interpolate_pos_grid(tokens, self.pos_grid, target, self.pos_embed_antialias)
+            c = tokens.shape[-1]
+            tokens = tokens.view(1, target[0], target[1], c)[:, : grid[0], : grid[1]].reshape(1, -1, c)
         return torch.cat((prefix, tokens), dim=1) if self.num_prefix_tokens else tokens
 
     def _rope_tables(self, grid: tuple[int, int], device: torch.device) -> dict[int, tuple]:
@@ -185,9 +191,8 @@ class EVA02ViT(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None, mask_token: torch.Tensor | None
     ) -> tuple[torch.Tensor, tuple[int, int]]:
         p = self.patch_size
-        pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        # padding by zero is a no-op; no branch, so that exported graphs keep the size symbolic
+        x = F.pad(x, (0, (-x.shape[-1]) % p, 0, (-x.shape[-2]) % p))
         x = self.patch_embed.proj(x)
         grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
