@@ -13,7 +13,7 @@ import os
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import instantiate
+from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
@@ -21,7 +21,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from backbone import CheckpointError, load_checkpoint, read_state_dict
-from backbone.io import atomic_save, read_checkpoint
+from backbone.io import atomic_save, read_checkpoint, remove_stale_temporaries
+from backbone.overrides import checked_dotlist
 
 from .ema import EMAHook, ModelEMA
 from .tta import tta_from_config
@@ -34,6 +35,12 @@ _PRECISIONS = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+
+def apply_overrides(cfg, overrides: list[str] | None):
+    """detectron2's ``LazyConfig.apply_overrides`` after :func:`backbone.overrides.checked_dotlist`:
+    an override naming a setting the config lacks is refused (``+key=value`` adds one on purpose)."""
+    return LazyConfig.apply_overrides(cfg, checked_dotlist(cfg, overrides or []))
 
 
 def resolve_device(cfg) -> str:
@@ -66,7 +73,35 @@ def create_ddp(model: nn.Module, device: str, *, fp16_compression: bool = False,
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
-    """Writes each checkpoint with :func:`backbone.io.atomic_save`: a killed run never leaves a torn one."""
+    """Writes each checkpoint with :func:`backbone.io.atomic_save` (a killed run never leaves a torn
+    one) and reads every checkpoint with :func:`backbone.io.read_checkpoint` (reading never runs code).
+
+    detectron2's own loader unpickles ``*.pkl`` files with plain ``pickle.load``, which executes
+    whatever the file says; here a ``.pkl`` file is refused unless ``trust_pickle`` is set
+    (``+train.trust_pickle=True`` on the command line) for a file the user trusts.
+    """
+
+    def __init__(
+        self, model: nn.Module, save_dir: str = "", *, trust_pickle: bool = False, **checkpointables
+    ):
+        super().__init__(model, save_dir, **checkpointables)
+        self.trust_pickle = trust_pickle
+        if save_dir and self.save_to_disk:
+            remove_stale_temporaries(save_dir)
+
+    def _load_file(self, filename: str) -> dict:
+        if filename.endswith((".pkl", ".pyth")):
+            if not self.trust_pickle:
+                raise CheckpointError(
+                    f"{filename}: a .pkl/.pyth file is a plain Python pickle, and reading it can run "
+                    "arbitrary code; convert it to a weights-only .pth file, or pass "
+                    "+train.trust_pickle=True if you trust this file"
+                )
+            return super()._load_file(filename)
+        loaded = read_checkpoint(filename, trust_pickle=self.trust_pickle)
+        if not isinstance(loaded, dict):
+            raise CheckpointError(f"{filename}: holds a {type(loaded).__name__}, not a checkpoint dict")
+        return loaded if "model" in loaded else {"model": loaded}
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -93,9 +128,9 @@ def load_weights(model: nn.Module, path: str) -> None:
     net_prefix = "backbone.net."
     net_sd = {k[len(net_prefix) :]: v for k, v in raw.items() if k.startswith(net_prefix)}
     if not net_sd:  # a backbone-only (pre-training) checkpoint
-        load_checkpoint(base.backbone.net, raw, strict=False)
+        load_checkpoint(base.backbone.net, raw, strict=False, source=path)
         return
-    load_checkpoint(base.backbone.net, net_sd, strict=False)
+    load_checkpoint(base.backbone.net, net_sd, strict=False, source=path)
     rest = {k: v for k, v in raw.items() if not k.startswith(net_prefix)}
     target = {k: v for k, v in base.state_dict().items() if not k.startswith(net_prefix)}
     usable = {k: v for k, v in rest.items() if k in target and v.shape == target[k].shape}
@@ -197,7 +232,13 @@ def do_train(cfg, resume: bool = False) -> dict:
     else:
         trainer = SimpleTrainer(ddp_model, train_loader, optimizer)
     extra = {"ema_state": ema} if ema is not None else {}
-    checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer, **extra)
+    checkpointer = AtomicCheckpointer(
+        model,
+        cfg.train.output_dir,
+        trust_pickle=bool(cfg.train.get("trust_pickle", False)),
+        trainer=trainer,
+        **extra,
+    )
 
     def test_fn() -> dict:
         return do_test(cfg, ddp_model, ema)

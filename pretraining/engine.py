@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from backbone.io import remove_stale_temporaries
 from backbone.presets import build_backbone
 
 from .data import EpochBatchSampler, MIMDataset, list_images
@@ -137,6 +138,7 @@ def train(cfg: PretrainConfig, log: Callable[[str], None] | None = None) -> dict
     if dist_info.world_size > 1:
         model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
     if dist_info.is_main:
+        remove_stale_temporaries(cfg.output_dir)  # interrupted checkpoint writes of a killed run
         log(
             f"pre-training {cfg.model} ({sum(p.numel() for p in student.parameters()) / 1e6:.1f}M params) "
             f"with teacher {cfg.teacher} -> {teacher.out_dim}-d targets on {len(files)} images, {masker}; "

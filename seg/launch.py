@@ -15,6 +15,9 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
+from backbone.io import remove_stale_temporaries
+from backbone.overrides import checked_options
+
 
 def init_cpu_distributed(cfg: Config, launcher: str) -> None:
     """Start a gloo process group for ``--launcher pytorch`` on a machine without CUDA.
@@ -89,7 +92,8 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
         "--cfg-options",
         nargs="+",
         action=DictAction,
-        help="override settings of the config, key=value (xxx=yyy format)",
+        help="override settings of the config, key=value (xxx=yyy format); the key must exist "
+        "(write +key=value to add a new one)",
     )
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
@@ -110,7 +114,8 @@ def load_config(args: argparse.Namespace, check: Callable[[Config], None] | None
         check(cfg)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+        # mmengine creates keys that do not exist: refuse a typo (+key=value adds one on purpose).
+        cfg.merge_from_dict(checked_options(cfg, args.cfg_options))
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir", None) is None:
@@ -121,6 +126,8 @@ def load_config(args: argparse.Namespace, check: Callable[[Config], None] | None
 def run(cfg: Config, what: str) -> None:
     """Build the runner (the config's ``runner_type`` if any) and call ``train`` or ``test``."""
     init_cpu_distributed(cfg, cfg.launcher)
+    if what == "train" and int(os.environ.get("RANK", "0")) == 0:
+        remove_stale_temporaries(cfg.work_dir)  # interrupted checkpoint writes of a killed run
     prepare_determinism(cfg)
     runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
     relax_determinism()

@@ -1,0 +1,94 @@
+"""The one check of command-line config overrides (detectron2 ``key=value`` and mmseg ``--cfg-options``).
+
+Both libraries create a key that does not exist, so a typo (``train.init_checkpont=...``) would be
+accepted silently and the run would go on with the default. Every override key must name an
+existing setting; a deliberately new key is written with a leading ``+`` (``+train.note=abc``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+NEW_KEY_PREFIX = "+"
+
+
+class OverrideError(ValueError):
+    """An override names a setting the config does not have."""
+
+
+def _is_group(node: Any) -> bool:
+    return hasattr(node, "keys") and hasattr(node, "__getitem__") and not isinstance(node, (str, bytes))
+
+
+def _is_sequence(node: Any) -> bool:
+    return (
+        hasattr(node, "__len__")
+        and hasattr(node, "__getitem__")
+        and not _is_group(node)
+        and not (isinstance(node, (str, bytes)))
+    )
+
+
+def check_override_key(cfg: Any, key: str) -> None:
+    """Raise :class:`OverrideError` unless the dotted ``key`` names an existing setting of ``cfg``.
+
+    ``cfg`` is any nested mapping (an OmegaConf ``DictConfig``, an mmengine ``Config``); list
+    items are addressed by their index (``a.0.b``), as both libraries do.
+    """
+    node = cfg
+    walked: list[str] = []
+    for part in key.split("."):
+        if _is_group(node):
+            names = [str(k) for k in node.keys()]
+            if part not in names:
+                where = f"'{'.'.join(walked)}'" if walked else "the config"
+                close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+                hint = f"; did you mean '{'.'.join([*walked, close[0]])}'?" if close else ""
+                raise OverrideError(
+                    f"override '{key}': {where} has no setting '{part}'{hint} "
+                    f"(to add a new setting on purpose, write '{NEW_KEY_PREFIX}{key}=...')"
+                )
+            node = node[part]
+        elif _is_sequence(node) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise OverrideError(
+                f"override '{key}': '{'.'.join(walked)}' is {type(node).__name__} {node!r}, not a group "
+                f"of settings (to replace it, set '{'.'.join(walked)}' itself, or write "
+                f"'{NEW_KEY_PREFIX}{key}=...')"
+            )
+        walked.append(part)
+
+
+def check_override_keys(cfg: Any, keys: Iterable[str]) -> list[str]:
+    """Check every key (see :func:`check_override_key`) and return them with the ``+`` removed.
+
+    A key written ``+key`` (or ``++key``) is taken as a deliberate new setting and not checked.
+    """
+    plain = []
+    for key in keys:
+        if key.startswith(NEW_KEY_PREFIX):
+            plain.append(key.lstrip(NEW_KEY_PREFIX))
+            continue
+        check_override_key(cfg, key)
+        plain.append(key)
+    return plain
+
+
+def checked_dotlist(cfg: Any, overrides: Iterable[str]) -> list[str]:
+    """``key=value`` overrides (detectron2's command line) checked, with the ``+`` of new keys removed."""
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise OverrideError(f"override '{item}' is not of the form key=value")
+        (plain,) = check_override_keys(cfg, [key.strip()])
+        out.append(f"{plain}={value}")
+    return out
+
+
+def checked_options(cfg: Any, options: dict) -> dict:
+    """mmengine ``--cfg-options`` (a dict of dotted keys) checked, with the ``+`` of new keys removed."""
+    return dict(zip(check_override_keys(cfg, list(options)), options.values()))
