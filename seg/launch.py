@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from backbone.io import remove_stale_temporaries
-from backbone.overrides import checked_options
+from backbone.overrides import checked_options, locate_target
 
 
 def init_cpu_distributed(cfg: Config, launcher: str) -> None:
@@ -106,6 +106,23 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv: list[str] | None) -
     return args
 
 
+def registered_type(target: object) -> object:
+    """The class or function an mmengine ``type`` names (mmseg's registries, then mmengine's)."""
+    if callable(target) or not isinstance(target, str):
+        return locate_target(target)
+    from mmseg import registry
+    from mmseg.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    for name in dir(registry):
+        table = getattr(registry, name)
+        if name.isupper() and hasattr(table, "get"):
+            found = table.get(target)
+            if found is not None:
+                return found
+    return locate_target(target)
+
+
 def load_config(args: argparse.Namespace, check: Callable[[Config], None] | None = None) -> Config:
     """``args.config`` with ``--launcher``, ``--cfg-options`` and the work dir (``--work-dir``, the
     config's, or ``./work_dirs/<config name>``) applied; ``check`` sees the file as loaded."""
@@ -115,7 +132,7 @@ def load_config(args: argparse.Namespace, check: Callable[[Config], None] | None
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         # mmengine creates keys that do not exist: refuse a typo (+key=value adds one on purpose).
-        cfg.merge_from_dict(checked_options(cfg, args.cfg_options))
+        cfg.merge_from_dict(checked_options(cfg, args.cfg_options, registered_type))
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir", None) is None:

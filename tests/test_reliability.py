@@ -244,3 +244,17 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
     assert remove_stale_temporaries(tmp_path) == [str(tmp_path / ".keep.pth.ab12cd.tmp")]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "keep.pth", "notes.tmp"]
     assert (tmp_path / "keep.pth").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_arguments_left_at_their_default_are_settings_too():
+    """A group that builds an object accepts that object's keyword arguments (mmseg registry, LazyCall)."""
+    from seg.launch import registered_type
+
+    seg_cfg = Config.fromfile(str(SEG_TOY))
+    assert "indices" not in seg_cfg.test_dataloader.dataset  # BaseSegDataset's argument, by **kwargs
+    checked_options(seg_cfg, {"test_dataloader.dataset.indices": 1}, registered_type)
+    with pytest.raises(OverrideError, match=r"did you mean 'test_dataloader\.dataset\.indices'"):
+        checked_options(seg_cfg, {"test_dataloader.dataset.indicse": 1}, registered_type)
+    det_cfg = LazyConfig.load(str(DET_TOY))
+    with pytest.raises(OverrideError, match=r"did you mean 'model\.backbone\.net\.drop_path_rate'"):
+        checked_dotlist(det_cfg, ["model.backbone.net.drop_path_rat=0.1"])

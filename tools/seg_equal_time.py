@@ -32,7 +32,7 @@ from mmseg.registry import MODELS
 
 import seg  # noqa: F401  (registers the EVA02 backbone and the Mask2Former pieces)
 from backbone.overrides import checked_options
-from seg.launch import cpu_fallback_optim
+from seg.launch import cpu_fallback_optim, registered_type
 
 
 class Trainee:
@@ -43,7 +43,7 @@ class Trainee:
             raise FileNotFoundError(f"config file not found: {path}")
         cfg = Config.fromfile(path)
         if options:
-            cfg.merge_from_dict(checked_options(cfg, options))
+            cfg.merge_from_dict(checked_options(cfg, options, registered_type))
         cpu_fallback_optim(cfg)
         if cfg.get("custom_imports"):
             import_modules_from_strings(**cfg.custom_imports)
