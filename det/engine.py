@@ -14,6 +14,7 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
+from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
@@ -22,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from backbone import CheckpointError, load_checkpoint, read_state_dict
 from backbone.io import atomic_save, read_checkpoint, remove_stale_temporaries
-from backbone.overrides import checked_dotlist
+from backbone.overrides import OverrideError, checked_dotlist
 
 from .ema import EMAHook, ModelEMA
 from .tta import tta_from_config
@@ -41,6 +42,15 @@ def apply_overrides(cfg, overrides: list[str] | None):
     """detectron2's ``LazyConfig.apply_overrides`` after :func:`backbone.overrides.checked_dotlist`:
     an override naming a setting the config lacks is refused (``+key=value`` adds one on purpose)."""
     return LazyConfig.apply_overrides(cfg, checked_dotlist(cfg, overrides or []))
+
+
+def refuse_bad_overrides(config_file: str, overrides: list[str] | None) -> None:
+    """For the tools: an unknown override key ends the run here with one line (exit status 1),
+    before any process, data set or model is started."""
+    try:
+        apply_overrides(LazyConfig.load(config_file), overrides)
+    except OverrideError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def resolve_device(cfg) -> str:
@@ -147,6 +157,35 @@ def load_weights(model: nn.Module, path: str) -> None:
         logger.warning("%s: %d model tensors not in the checkpoint, e.g. %s", path, len(missing), missing[:5])
 
 
+def check_class_count(cfg, split: str = "train") -> None:
+    """Refuse a model with fewer classes than ``dataloader.<split>``'s datasets have categories.
+
+    Called once the data loader is built (the categories are read with the annotations), before
+    any training step: otherwise the first step fails with ``IndexError: Target N is out of bounds``.
+    """
+    num_classes = cfg.model.get("roi_heads", {}).get("num_classes")
+    dataset = cfg.dataloader.get(split, {}).get("dataset", {})
+    names = dataset.get("names") if hasattr(dataset, "get") else None
+    if num_classes is None or names is None:
+        return
+    for name in [names] if isinstance(names, str) else list(names):
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes is not None and len(classes) > int(num_classes):
+            raise ValueError(
+                f"model.roi_heads.num_classes={num_classes} but dataset '{name}' has {len(classes)} "
+                f"categories ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); set "
+                f"model.roi_heads.num_classes={len(classes)}"
+            )
+        if classes is not None and len(classes) < int(num_classes):
+            logger.warning(
+                "model.roi_heads.num_classes=%s but dataset '%s' has %d categories: %d classes never trained",
+                num_classes,
+                name,
+                len(classes),
+                int(num_classes) - len(classes),
+            )
+
+
 def build_ema(cfg, device: str) -> ModelEMA | None:
     """An empty :class:`ModelEMA` when ``train.model_ema.enabled``: filled once the weights are loaded."""
     ema_cfg = cfg.train.get("model_ema", None)
@@ -219,6 +258,7 @@ def do_train(cfg, resume: bool = False) -> dict:
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
+    check_class_count(cfg, "train")
     ema = build_ema(cfg, device)
 
     ddp_model = create_ddp(model, device, **cfg.train.ddp)

@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from backbone.io import remove_stale_temporaries
-from backbone.overrides import checked_options, locate_target
+from backbone.overrides import OverrideError, checked_options, locate_target
 
 
 def init_cpu_distributed(cfg: Config, launcher: str) -> None:
@@ -132,7 +132,11 @@ def load_config(args: argparse.Namespace, check: Callable[[Config], None] | None
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         # mmengine creates keys that do not exist: refuse a typo (+key=value adds one on purpose).
-        cfg.merge_from_dict(checked_options(cfg, args.cfg_options, registered_type))
+        try:
+            options = checked_options(cfg, args.cfg_options, registered_type)
+        except OverrideError as err:  # one line from the tools, not a traceback
+            raise SystemExit(f"error: {err}") from None
+        cfg.merge_from_dict(options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir", None) is None:

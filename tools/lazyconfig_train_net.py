@@ -15,7 +15,7 @@ from detectron2.config import LazyConfig
 from detectron2.engine import default_argument_parser, default_setup, launch
 
 import det  # noqa: F401  (registers datasets, applies compatibility shims)
-from det.engine import apply_overrides, do_eval_only, do_train
+from det.engine import apply_overrides, do_eval_only, do_train, refuse_bad_overrides
 
 
 def main(args) -> dict:
@@ -29,6 +29,7 @@ def main(args) -> dict:
 
 def invoke_main(argv: list[str] | None = None) -> None:
     args = default_argument_parser().parse_args(argv)
+    refuse_bad_overrides(args.config_file, args.opts)
     launch(
         main,
         args.num_gpus,
