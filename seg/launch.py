@@ -144,8 +144,64 @@ def load_config(args: argparse.Namespace, check: Callable[[Config], None] | None
     return cfg
 
 
+def _datasets(node: object) -> list:
+    """The dataset configs of a loader's ``dataset``, through wrappers (``RepeatDataset`` and the like)."""
+    if not hasattr(node, "get"):
+        return []
+    found = [node] if "data_root" in node or "data_prefix" in node else []
+    inner = node.get("dataset")
+    inner = inner if isinstance(inner, (list, tuple)) else [inner]
+    return found + [d for item in inner for d in _datasets(item)]
+
+
+def _has_file(folder: str, suffix: str) -> bool:
+    for _, _, files in os.walk(folder, followlinks=True):
+        if any(name.endswith(suffix) for name in files):
+            return True
+    return False
+
+
+def check_data(cfg: Config, what: str) -> None:
+    """Before the runner builds anything: every image folder the run reads exists and holds images,
+    and the model has a class slot for each of the dataset's classes. Otherwise mmengine ends in
+    ``need at least one array to concatenate`` or ``Target N is out of bounds`` far into the run."""
+    splits = ("train", "val") if what == "train" else ("test",)
+    heads = {
+        name: head.get("num_classes")
+        for name in ("decode_head", "auxiliary_head")
+        if hasattr(head := cfg.get("model", {}).get(name), "get")
+    }
+    for split in splits:
+        loader = cfg.get(f"{split}_dataloader")
+        if not hasattr(loader, "get") or (split == "val" and cfg.get("val_cfg") is None):
+            continue
+        for dataset in _datasets(loader.get("dataset")):
+            img_path = (dataset.get("data_prefix") or {}).get("img_path", "")
+            folder = osp.join(dataset.get("data_root") or "", img_path)
+            suffix = dataset.get("img_suffix", ".jpg")
+            key = f"{split}_dataloader.dataset.data_root"
+            if not osp.isdir(folder):
+                raise SystemExit(
+                    f"error: image folder {folder} ({key} + data_prefix.img_path) does not exist"
+                )
+            if not _has_file(folder, suffix):
+                raise SystemExit(f"error: image folder {folder} ({key}) holds no *{suffix} images")
+            classes = (dataset.get("metainfo") or {}).get("classes")
+            if classes is None:
+                dataset_class = registered_type(dataset.get("type"))
+                classes = getattr(dataset_class, "METAINFO", {}).get("classes")
+            for head, num_classes in heads.items():
+                if classes is not None and num_classes is not None and len(classes) > int(num_classes):
+                    raise SystemExit(
+                        f"error: model.{head}.num_classes={num_classes} but the {split} dataset has "
+                        f"{len(classes)} classes ({', '.join(map(str, classes[:5]))}, ...); set "
+                        f"model.{head}.num_classes={len(classes)}"
+                    )
+
+
 def run(cfg: Config, what: str) -> None:
     """Build the runner (the config's ``runner_type`` if any) and call ``train`` or ``test``."""
+    check_data(cfg, what)
     init_cpu_distributed(cfg, cfg.launcher)
     if what == "train" and int(os.environ.get("RANK", "0")) == 0:
         remove_stale_temporaries(cfg.work_dir)  # interrupted checkpoint writes of a killed run

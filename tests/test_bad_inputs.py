@@ -154,6 +154,19 @@ def _seg_test(*opts):
     )
 
 
+def _seg_data(inp: Path, images: bool) -> list[str]:
+    """``--cfg-options`` pointing every split of the toy config at ``inp``, with (or without) images."""
+    for split in ("training", "validation"):
+        (inp / "images" / split).mkdir(parents=True)
+        if images:
+            (inp / "images" / split / "a.jpg").write_bytes(b"")
+    return [f"{k}_dataloader.dataset.data_root={inp}" for k in ("train", "val", "test")]
+
+
+def _seg_train_on(images: bool, *opts):
+    return lambda inp, work: _seg_train(*_seg_data(inp, images), *opts)(inp, work)
+
+
 def _resume_payload(name: str):
     def call(inp, work):
         marker = inp / "pwned"
@@ -231,6 +244,12 @@ ROWS = [
      ["train_cfg.max_iter", "did you mean 'train_cfg.max_iters'"]),
     ("seg_test: cfg-options typo", _seg_test("test_dataloader.batchsize=1"), 1,
      ["test_dataloader.batchsize", "test_dataloader.batch_size"]),
+    ("seg_train: missing data folder", _seg_train(*(f"{k}_dataloader.dataset.data_root=/nonexistent" for k in
+     ("train", "val", "test"))), 1, ["/nonexistent/images/training", "does not exist"]),
+    ("seg_train: empty data folder", _seg_train_on(False), 1,
+     ["{inp}/images/training", "holds no *.jpg images"]),
+    ("seg_train: fewer classes than the dataset", _seg_train_on(True, "model.decode_head.num_classes=2"), 1,
+     ["model.decode_head.num_classes=2", "6 classes"]),
     # -- conversion
     ("convert --patch-size 0", _convert("--patch-size", "0"), 2, ["--patch-size 0"]),
     ("convert --pos-grid -2", _convert("--pos-grid", "-2"), 2, ["--pos-grid -2"]),
