@@ -121,6 +121,7 @@ def train(cfg: PretrainConfig, log: Callable[[str], None] | None = None) -> dict
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
     step = 0
+    history: list[tuple[int, float]] = []
     resume_path = resolve_resume(cfg.resume, cfg.output_dir)
     if resume_path:
         state = load_training_state(resume_path)
@@ -129,6 +130,7 @@ def train(cfg: PretrainConfig, log: Callable[[str], None] | None = None) -> dict
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
+        history = [(int(s), float(v)) for s, v in state.get("history", [])]  # the run so far
         restore_rng(state)
         log(f"resumed from {resume_path} at step {step}")
     else:
@@ -146,6 +148,7 @@ def train(cfg: PretrainConfig, log: Callable[[str], None] | None = None) -> dict
             f"{plan.warmup_steps} warm-up steps, device {device}"
         )
     runner = _Runner(cfg, dist_info, model, student, teacher, optimizer, scaler, plan, amp_dtype, log)
+    runner.history = history
     return runner.run(dataset, step)
 
 
@@ -280,11 +283,25 @@ class _Runner:
             if self.dist.is_main:
                 path = os.path.join(cfg.output_dir, LAST)
                 save_training_state(
-                    path, self.student, self.optimizer, self.scaler, step, cfg, self.dist.world_size
+                    path,
+                    self.student,
+                    self.optimizer,
+                    self.scaler,
+                    step,
+                    cfg,
+                    self.dist.world_size,
+                    self.history,
                 )
                 if cfg.keep_every and step % cfg.keep_every == 0:
                     keep = os.path.join(cfg.output_dir, f"checkpoint-{step:07d}.pth")
                     save_training_state(
-                        keep, self.student, self.optimizer, self.scaler, step, cfg, self.dist.world_size
+                        keep,
+                        self.student,
+                        self.optimizer,
+                        self.scaler,
+                        step,
+                        cfg,
+                        self.dist.world_size,
+                        self.history,
                     )
             barrier()
