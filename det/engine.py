@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+from collections.abc import Iterator
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
@@ -118,11 +121,71 @@ class AtomicCheckpointer(DetectionCheckpointer):
             return
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data["rng"] = capture_rng()  # for an exact resume (see resume_data_and_rng)
         data.update(kwargs)
         path = os.path.join(self.save_dir, f"{name}.pth")
         atomic_save(data, path)
         self.logger.info("Saved checkpoint to %s", path)
         self.tag_last_checkpoint(os.path.basename(path))
+
+
+def capture_rng() -> dict:
+    """Python, NumPy and torch (CPU and CUDA) RNG states, as tensors and plain containers only."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },  # fmt: skip
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict) -> None:
+    """Undo :func:`capture_rng`."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _StartedLoader:
+    """A data loader whose iterator is already running: the trainer continues it where it stands."""
+
+    def __init__(self, iterator: Iterator) -> None:
+        self.iterator = iterator
+
+    def __iter__(self) -> Iterator:
+        return self.iterator
+
+
+def resume_data_and_rng(trainer, data_loader, batches_done: int, rng: dict | None) -> None:
+    """Put the trainer's data stream and the RNGs where the interrupted run had them.
+
+    detectron2's sampler is an infinite seeded stream (with aspect-ratio grouping on top), so the
+    position is reached by drawing the ``batches_done`` batches the run had consumed (their images are
+    read again: the price of an exact resume); then the RNG states saved with the checkpoint are put
+    back, so drop path, RoI sampling and the next augmentations draw what they would have drawn.
+    """
+    iterator = iter(data_loader)
+    for _ in range(batches_done):
+        next(iterator)
+    if rng is not None:
+        restore_rng(rng)
+    else:
+        logger.warning(
+            "the checkpoint has no RNG states: the resumed run will not equal an uninterrupted one"
+        )
+    trainer.reset_data_loader(lambda: _StartedLoader(iterator))
 
 
 def load_weights(model: nn.Module, path: str) -> None:
@@ -302,8 +365,9 @@ def do_train(cfg, resume: bool = False) -> dict:
     if resume and checkpointer.has_checkpoint():
         # Model, optimizer, scheduler, iteration and (when saved) the EMA; the checkpoint records
         # the iteration that just finished.
-        checkpointer.resume_or_load("", resume=True)
+        leftover = checkpointer.resume_or_load("", resume=True)
         start_iter = trainer.iter + 1
+        resume_data_and_rng(trainer, train_loader, start_iter, leftover.get("rng"))
         if ema is not None and not ema.initialized:
             logger.warning("the checkpoint has no 'ema_state': the EMA starts from its model weights")
     else:
@@ -312,5 +376,8 @@ def do_train(cfg, resume: bool = False) -> dict:
     if ema is not None and not ema.initialized:
         # As released: the average starts from the loaded weights, not from the random init.
         ema.reset(model)
-    trainer.train(start_iter, cfg.train.max_iter)
+    # train.stop_after=N (optional): leave after N iterations with a checkpoint, as before a job's time
+    # limit, and continue later with --resume; the schedule stays that of train.max_iter.
+    stop = min(int(cfg.train.get("stop_after", None) or cfg.train.max_iter), cfg.train.max_iter)
+    trainer.train(start_iter, stop)
     return trainer.storage.latest() if hasattr(trainer, "storage") else {}
