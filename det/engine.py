@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
@@ -27,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from backbone import CheckpointError, load_checkpoint, read_state_dict
 from backbone.io import atomic_save, read_checkpoint, remove_stale_temporaries
 from backbone.overrides import OverrideError, checked_dotlist
+from backbone.rng import capture_rng, restore_rng
 
 from .ema import EMAHook, ModelEMA
 from .tta import tta_from_config
@@ -127,35 +126,6 @@ class AtomicCheckpointer(DetectionCheckpointer):
         atomic_save(data, path)
         self.logger.info("Saved checkpoint to %s", path)
         self.tag_last_checkpoint(os.path.basename(path))
-
-
-def capture_rng() -> dict:
-    """Python, NumPy and torch (CPU and CUDA) RNG states, as tensors and plain containers only."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {
-            "name": name,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },  # fmt: skip
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng(state: dict) -> None:
-    """Undo :func:`capture_rng`."""
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    npy = state["numpy"]
-    keys = npy["keys"].numpy().astype(np.uint32)
-    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class _StartedLoader:

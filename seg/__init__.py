@@ -14,6 +14,7 @@ from .ddp import DeviceAwareDDP
 from .finetune import SegmentorCheckpointHook
 from .layer_decay import EVA02LayerDecayOptimizerConstructor, seg_layer_id
 from .mask2former import Mask2FormerEncoderDecoder, PadShortSide
+from .resume import RNGStateHook
 from .safe_load import allow_mmengine_checkpoints
 from .transforms import ShortSideAtLeastResize
 
@@ -27,6 +28,7 @@ __all__ = [
     "EVA02LayerDecayOptimizerConstructor",
     "Mask2FormerEncoderDecoder",
     "PadShortSide",
+    "RNGStateHook",
     "SegmentorCheckpointHook",
     "ShortSideAtLeastResize",
     "allow_mmengine_checkpoints",

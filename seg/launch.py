@@ -202,6 +202,8 @@ def check_data(cfg: Config, what: str) -> None:
 def run(cfg: Config, what: str) -> None:
     """Build the runner (the config's ``runner_type`` if any) and call ``train`` or ``test``."""
     check_data(cfg, what)
+    if what == "train" and not any(h.get("type") == "RNGStateHook" for h in cfg.get("custom_hooks") or []):
+        cfg.custom_hooks = [*(cfg.get("custom_hooks") or []), dict(type="RNGStateHook")]  # exact resume
     init_cpu_distributed(cfg, cfg.launcher)
     if what == "train" and int(os.environ.get("RANK", "0")) == 0:
         remove_stale_temporaries(cfg.work_dir)  # interrupted checkpoint writes of a killed run
