@@ -85,6 +85,7 @@ def load_checkpoint(
     checkpoint: str | os.PathLike | Mapping,
     strict: bool = True,
     patch_resize: str = "bicubic",
+    source: str | None = None,
 ) -> LoadReport:
     """Load any known EVA-02 checkpoint layout into ``model`` and return a report.
 
@@ -98,9 +99,10 @@ def load_checkpoint(
     and tensors without a slot are logged as warnings. In both modes a model of
     another size or of another attention type (an EVA-02-CLIP tower's inner
     attention LayerNorm on one side only) is refused: it would compute a
-    different network.
+    different network. ``source`` names a state dict's file in messages.
     """
-    source = "<state dict>" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
+    if source is None:
+        source = "<state dict>" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
     raw = (
         unwrap_state_dict(checkpoint, source)
         if isinstance(checkpoint, Mapping)

@@ -274,10 +274,19 @@ def convert(raw: dict[str, Tensor], to: str, source: str = "<state dict>", **opt
     return getattr(importlib.import_module(module), name)(raw, source, **options)
 
 
+def check_options(options: dict) -> None:
+    """Refuse a geometry or class count below 1 before reading anything (named as its flag)."""
+    for name in ("patch_size", "pos_grid", "num_classes"):
+        value = options.get(name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"--{name.replace('_', '-')} {value}: must be an integer >= 1")
+
+
 def convert_file(input: str, output: str, to: str, trust_pickle: bool = False, **options) -> Report:
     """Read ``input`` safely, convert it and write ``output`` atomically (the conversion tool's body)."""
     if os.path.abspath(input) == os.path.abspath(output):
         raise ValueError("--output must differ from --input")
+    check_options(options)
     out, report = convert(read_input(input, trust_pickle), to, input, **options)
     atomic_save(out, output)
     return report

@@ -70,11 +70,11 @@ def detector_graph(config_file: str, overrides: list[str], weights: str | None) 
     from detectron2.config import LazyConfig, instantiate
 
     import det  # noqa: F401  (registers the project's datasets and heads)
-    from det.engine import load_weights
+    from det.engine import apply_overrides, load_weights
 
     _check_weights(weights)
     try:
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), overrides)
+        cfg = apply_overrides(LazyConfig.load(config_file), overrides)  # unknown keys refused
         model = instantiate(cfg.model)
     except Exception as err:  # a config error: say which file, keep the reason
         raise ExportError(f"--config-file {config_file}: cannot build the model ({err})") from None
@@ -96,11 +96,13 @@ def segmenter_graph(config_file: str, overrides: list[str], weights: str | None)
     from mmseg.apis import init_model
 
     import seg  # noqa: F401  (registers EVA02 and the project's modules)
+    from backbone.overrides import checked_options
+    from seg.launch import registered_type
 
     _check_weights(weights)
     try:
         cfg = Config.fromfile(config_file)
-        cfg.merge_from_dict(parse_overrides(overrides))
+        cfg.merge_from_dict(checked_options(cfg, parse_overrides(overrides), registered_type))
         cfg.model.test_cfg = dict(mode="whole")
         cfg.model.backbone.pop("pretrained", None)
         model = init_model(cfg, checkpoint=None, device="cpu")

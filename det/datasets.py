@@ -12,11 +12,13 @@ dataset is first loaded, so registering never touches the disk.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import load_coco_json
 
 TOY_SPLITS = {
     "toy_coco_train": ("annotations/instances_train.json", "train"),
@@ -28,6 +30,36 @@ O365_SPLITS = {
     "objects365_v2_train": ("annotations/zhiyuan_objv2_train.json", "."),
     "objects365_v2_val": ("annotations/zhiyuan_objv2_val.json", "."),
 }
+
+
+def load_checked_coco_json(json_file: str, image_root: str, name: str) -> list[dict]:
+    """detectron2's ``load_coco_json`` with one clear error naming the file for an annotation file that
+    is missing or not JSON, and for a box with a negative or non-finite size (both would otherwise
+    surface deep inside training, or not at all)."""
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"{json_file}: annotation file of dataset '{name}' not found")
+    try:
+        dicts = load_coco_json(json_file, image_root, name)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{json_file}: not a JSON annotation file (dataset '{name}'): {err}") from None
+    for record in dicts:
+        for ann in record.get("annotations", ()):
+            box = ann.get("bbox", ())
+            if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0:
+                raise ValueError(
+                    f"{json_file}: image {record.get('image_id')} ({record.get('file_name')}) has an "
+                    f"annotation with box {list(box)}; boxes are [x, y, width, height] with finite "
+                    "values and width, height >= 0"
+                )
+    return dicts
+
+
+def register_coco_instances(name: str, metadata: dict, json_file: str, image_root: str) -> None:
+    """detectron2's ``register_coco_instances``, loading through :func:`load_checked_coco_json`."""
+    DatasetCatalog.register(name, lambda: load_checked_coco_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(
+        json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
+    )
 
 
 def datasets_root() -> Path:

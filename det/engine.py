@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import instantiate
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.structures import Boxes
@@ -23,7 +25,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from backbone import CheckpointError, load_checkpoint, read_state_dict
-from backbone.io import atomic_save, read_checkpoint
+from backbone.io import atomic_save, read_checkpoint, remove_stale_temporaries
+from backbone.overrides import OverrideError, checked_dotlist
+from backbone.rng import capture_rng, restore_rng
 
 from .ema import EMAHook, ModelEMA
 from .tta import tta_from_config
@@ -86,6 +90,21 @@ def inference_autocast(cfg, model: nn.Module, device: str) -> nn.Module:
     return AutocastModel(model, device_type, dtype, fp32_outputs=True)
 
 
+def apply_overrides(cfg, overrides: list[str] | None):
+    """detectron2's ``LazyConfig.apply_overrides`` after :func:`backbone.overrides.checked_dotlist`:
+    an override naming a setting the config lacks is refused (``+key=value`` adds one on purpose)."""
+    return LazyConfig.apply_overrides(cfg, checked_dotlist(cfg, overrides or []))
+
+
+def refuse_bad_overrides(config_file: str, overrides: list[str] | None) -> None:
+    """For the tools: an unknown override key ends the run here with one line (exit status 1),
+    before any process, data set or model is started."""
+    try:
+        apply_overrides(LazyConfig.load(config_file), overrides)
+    except OverrideError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
 def resolve_device(cfg) -> str:
     """``train.device``, falling back to CPU (with a warning) when CUDA is asked for but absent."""
     device = str(cfg.train.get("device", "cuda"))
@@ -116,18 +135,77 @@ def create_ddp(model: nn.Module, device: str, *, fp16_compression: bool = False,
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
-    """Writes each checkpoint with :func:`backbone.io.atomic_save`: a killed run never leaves a torn one."""
+    """Writes each checkpoint with :func:`backbone.io.atomic_save` (a killed run never leaves a torn
+    one) and reads every checkpoint with :func:`backbone.io.read_checkpoint` (reading never runs code).
+
+    detectron2's own loader unpickles ``*.pkl`` files with plain ``pickle.load``, which executes
+    whatever the file says; here a ``.pkl`` file is refused unless ``trust_pickle`` is set
+    (``+train.trust_pickle=True`` on the command line) for a file the user trusts.
+    """
+
+    def __init__(
+        self, model: nn.Module, save_dir: str = "", *, trust_pickle: bool = False, **checkpointables
+    ):
+        super().__init__(model, save_dir, **checkpointables)
+        self.trust_pickle = trust_pickle
+        if save_dir and self.save_to_disk:
+            remove_stale_temporaries(save_dir)
+
+    def _load_file(self, filename: str) -> dict:
+        if filename.endswith((".pkl", ".pyth")):
+            if not self.trust_pickle:
+                raise CheckpointError(
+                    f"{filename}: a .pkl/.pyth file is a plain Python pickle, and reading it can run "
+                    "arbitrary code; convert it to a weights-only .pth file, or pass "
+                    "+train.trust_pickle=True if you trust this file"
+                )
+            return super()._load_file(filename)
+        loaded = read_checkpoint(filename, trust_pickle=self.trust_pickle)
+        if not isinstance(loaded, dict):
+            raise CheckpointError(f"{filename}: holds a {type(loaded).__name__}, not a checkpoint dict")
+        return loaded if "model" in loaded else {"model": loaded}
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data["rng"] = capture_rng()  # for an exact resume (see resume_data_and_rng)
         data.update(kwargs)
         path = os.path.join(self.save_dir, f"{name}.pth")
         atomic_save(data, path)
         self.logger.info("Saved checkpoint to %s", path)
         self.tag_last_checkpoint(os.path.basename(path))
+
+
+class _StartedLoader:
+    """A data loader whose iterator is already running: the trainer continues it where it stands."""
+
+    def __init__(self, iterator: Iterator) -> None:
+        self.iterator = iterator
+
+    def __iter__(self) -> Iterator:
+        return self.iterator
+
+
+def resume_data_and_rng(trainer, data_loader, batches_done: int, rng: dict | None) -> None:
+    """Put the trainer's data stream and the RNGs where the interrupted run had them.
+
+    detectron2's sampler is an infinite seeded stream (with aspect-ratio grouping on top), so the
+    position is reached by drawing the ``batches_done`` batches the run had consumed (their images are
+    read again: the price of an exact resume); then the RNG states saved with the checkpoint are put
+    back, so drop path, RoI sampling and the next augmentations draw what they would have drawn.
+    """
+    iterator = iter(data_loader)
+    for _ in range(batches_done):
+        next(iterator)
+    if rng is not None:
+        restore_rng(rng)
+    else:
+        logger.warning(
+            "the checkpoint has no RNG states: the resumed run will not equal an uninterrupted one"
+        )
+    trainer.reset_data_loader(lambda: _StartedLoader(iterator))
 
 
 def load_weights(model: nn.Module, path: str) -> None:
@@ -143,9 +221,9 @@ def load_weights(model: nn.Module, path: str) -> None:
     net_prefix = "backbone.net."
     net_sd = {k[len(net_prefix) :]: v for k, v in raw.items() if k.startswith(net_prefix)}
     if not net_sd:  # a backbone-only (pre-training) checkpoint
-        load_checkpoint(base.backbone.net, raw, strict=False)
+        load_checkpoint(base.backbone.net, raw, strict=False, source=path)
         return
-    load_checkpoint(base.backbone.net, net_sd, strict=False)
+    load_checkpoint(base.backbone.net, net_sd, strict=False, source=path)
     rest = {k: v for k, v in raw.items() if not k.startswith(net_prefix)}
     target = {k: v for k, v in base.state_dict().items() if not k.startswith(net_prefix)}
     usable = {k: v for k, v in rest.items() if k in target and v.shape == target[k].shape}
@@ -160,6 +238,35 @@ def load_weights(model: nn.Module, path: str) -> None:
         )
     if missing:
         logger.warning("%s: %d model tensors not in the checkpoint, e.g. %s", path, len(missing), missing[:5])
+
+
+def check_class_count(cfg, split: str = "train") -> None:
+    """Refuse a model with fewer classes than ``dataloader.<split>``'s datasets have categories.
+
+    Called once the data loader is built (the categories are read with the annotations), before
+    any training step: otherwise the first step fails with ``IndexError: Target N is out of bounds``.
+    """
+    num_classes = cfg.model.get("roi_heads", {}).get("num_classes")
+    dataset = cfg.dataloader.get(split, {}).get("dataset", {})
+    names = dataset.get("names") if hasattr(dataset, "get") else None
+    if num_classes is None or names is None:
+        return
+    for name in [names] if isinstance(names, str) else list(names):
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes is not None and len(classes) > int(num_classes):
+            raise ValueError(
+                f"model.roi_heads.num_classes={num_classes} but dataset '{name}' has {len(classes)} "
+                f"categories ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); set "
+                f"model.roi_heads.num_classes={len(classes)}"
+            )
+        if classes is not None and len(classes) < int(num_classes):
+            logger.warning(
+                "model.roi_heads.num_classes=%s but dataset '%s' has %d categories: %d classes never trained",
+                num_classes,
+                name,
+                len(classes),
+                int(num_classes) - len(classes),
+            )
 
 
 def build_ema(cfg, device: str) -> ModelEMA | None:
@@ -232,6 +339,7 @@ def do_train(cfg, resume: bool = False) -> dict:
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
+    check_class_count(cfg, "train")
     ema = build_ema(cfg, device)
 
     ddp_model = create_ddp(model, device, **cfg.train.ddp)
@@ -246,7 +354,13 @@ def do_train(cfg, resume: bool = False) -> dict:
             logger.warning("train.amp float16 ignored on %s (fp16 needs a GPU; bfloat16 runs on CPU)", device)
         trainer = SimpleTrainer(ddp_model, train_loader, optimizer)
     extra = {"ema_state": ema} if ema is not None else {}
-    checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer, **extra)
+    checkpointer = AtomicCheckpointer(
+        model,
+        cfg.train.output_dir,
+        trust_pickle=bool(cfg.train.get("trust_pickle", False)),
+        trainer=trainer,
+        **extra,
+    )
 
     def test_fn() -> dict:
         return do_test(cfg, ddp_model, ema)
@@ -270,8 +384,9 @@ def do_train(cfg, resume: bool = False) -> dict:
     if resume and checkpointer.has_checkpoint():
         # Model, optimizer, scheduler, iteration and (when saved) the EMA; the checkpoint records
         # the iteration that just finished.
-        checkpointer.resume_or_load("", resume=True)
+        leftover = checkpointer.resume_or_load("", resume=True)
         start_iter = trainer.iter + 1
+        resume_data_and_rng(trainer, train_loader, start_iter, leftover.get("rng"))
         if ema is not None and not ema.initialized:
             logger.warning("the checkpoint has no 'ema_state': the EMA starts from its model weights")
     else:
@@ -280,5 +395,8 @@ def do_train(cfg, resume: bool = False) -> dict:
     if ema is not None and not ema.initialized:
         # As released: the average starts from the loaded weights, not from the random init.
         ema.reset(model)
-    trainer.train(start_iter, cfg.train.max_iter)
+    # train.stop_after=N (optional): leave after N iterations with a checkpoint, as before a job's time
+    # limit, and continue later with --resume; the schedule stays that of train.max_iter.
+    stop = min(int(cfg.train.get("stop_after", None) or cfg.train.max_iter), cfg.train.max_iter)
+    trainer.train(start_iter, stop)
     return trainer.storage.latest() if hasattr(trainer, "storage") else {}

@@ -22,7 +22,7 @@ from detectron2.utils import comm
 
 from backbone.io import atomic_write, atomic_write_text
 
-from .engine import do_eval_only
+from .engine import apply_overrides, do_eval_only
 
 TASKS = ("bbox", "segm")
 logger = logging.getLogger("detectron2")
@@ -244,7 +244,7 @@ def use_testdev_writer(cfg, output: str, name: str, testset: str, tasks: list[st
 
 def run_submission(args) -> dict:
     """The body of ``tools/testdev_submission.py`` (one process; the tool launches one per GPU)."""
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     use_testdev_writer(cfg, args.output, args.name, args.testset, args.tasks.split(","))
     args.eval_only = True
     default_setup(cfg, args)

@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from backbone.io import remove_stale_temporaries
 from backbone.presets import build_backbone
 
 from .data import EpochBatchSampler, MIMDataset, list_images
@@ -121,6 +122,7 @@ def train(cfg: PretrainConfig, log: Callable[[str], None] | None = None) -> dict
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
     step = 0
+    history: list[tuple[int, float]] = []
     resume_path = resolve_resume(cfg.resume, cfg.output_dir)
     if resume_path:
         state = load_training_state(resume_path)
@@ -129,6 +131,7 @@ def train(cfg: PretrainConfig, log: Callable[[str], None] | None = None) -> dict
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
+        history = [(int(s), float(v)) for s, v in state.get("history", [])]  # the run so far
         restore_rng(state)
         log(f"resumed from {resume_path} at step {step}")
     else:
@@ -138,6 +141,7 @@ def train(cfg: PretrainConfig, log: Callable[[str], None] | None = None) -> dict
     if dist_info.world_size > 1:
         model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
     if dist_info.is_main:
+        remove_stale_temporaries(cfg.output_dir)  # interrupted checkpoint writes of a killed run
         log(
             f"pre-training {cfg.model} ({sum(p.numel() for p in student.parameters()) / 1e6:.1f}M params) "
             f"with teacher {cfg.teacher} -> {teacher.out_dim}-d targets on {len(files)} images, {masker}; "
@@ -145,6 +149,7 @@ def train(cfg: PretrainConfig, log: Callable[[str], None] | None = None) -> dict
             f"{plan.warmup_steps} warm-up steps, device {device}"
         )
     runner = _Runner(cfg, dist_info, model, student, teacher, optimizer, scaler, plan, amp_dtype, log)
+    runner.history = history
     return runner.run(dataset, step)
 
 
@@ -279,11 +284,25 @@ class _Runner:
             if self.dist.is_main:
                 path = os.path.join(cfg.output_dir, LAST)
                 save_training_state(
-                    path, self.student, self.optimizer, self.scaler, step, cfg, self.dist.world_size
+                    path,
+                    self.student,
+                    self.optimizer,
+                    self.scaler,
+                    step,
+                    cfg,
+                    self.dist.world_size,
+                    self.history,
                 )
                 if cfg.keep_every and step % cfg.keep_every == 0:
                     keep = os.path.join(cfg.output_dir, f"checkpoint-{step:07d}.pth")
                     save_training_state(
-                        keep, self.student, self.optimizer, self.scaler, step, cfg, self.dist.world_size
+                        keep,
+                        self.student,
+                        self.optimizer,
+                        self.scaler,
+                        step,
+                        cfg,
+                        self.dist.world_size,
+                        self.history,
                     )
             barrier()

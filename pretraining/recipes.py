@@ -106,4 +106,44 @@ def recipe_config(name: str | None, **overrides: Any) -> PretrainConfig:
     unknown = set(overrides) - PretrainConfig.field_names()
     if unknown:
         raise ValueError(f"unknown pre-training options {sorted(unknown)}")
-    return PretrainConfig(**{**base, **overrides})
+    cfg = PretrainConfig(**{**base, **overrides})
+    check_ranges(cfg)
+    return cfg
+
+
+# Counts that must be at least 1 (or, second list, at least 0), and rates that must be finite and > 0:
+# a zero batch would otherwise end in a ZeroDivisionError deep inside the schedule.
+_AT_LEAST_ONE = ("img_size", "patch_size", "epochs", "batch_size", "save_every", "log_every",
+                 "min_mask_patches_per_block")  # fmt: skip
+_OPTIONAL_AT_LEAST_ONE = ("num_mask_patches", "max_mask_patches_per_block", "max_steps", "stop_after",
+                          "total_batch_size")  # fmt: skip
+_AT_LEAST_ZERO = ("num_workers", "keep_every", "seed", "warmup_steps")
+_POSITIVE_RATES = ("lr", "eps")
+_NON_NEGATIVE_RATES = ("min_lr", "warmup_epochs", "weight_decay", "clip_grad", "drop_path")
+
+
+def check_ranges(cfg: PretrainConfig) -> None:
+    """One ``ValueError`` naming the first option outside its range (as its command-line flag)."""
+    import math
+
+    def fail(name: str, want: str) -> None:
+        flag = "--" + name.replace("_", "-")
+        raise ValueError(f"{flag} {getattr(cfg, name)!r}: must be {want}")
+
+    for name in _AT_LEAST_ONE + _OPTIONAL_AT_LEAST_ONE:
+        value = getattr(cfg, name)
+        if not (value is None and name in _OPTIONAL_AT_LEAST_ONE) and (
+            not isinstance(value, int) or value < 1
+        ):
+            fail(name, "an integer >= 1")
+    for name in _AT_LEAST_ZERO:
+        value = getattr(cfg, name)
+        if not (value is None and name == "warmup_steps") and (not isinstance(value, int) or value < 0):
+            fail(name, "an integer >= 0")
+    for name in _POSITIVE_RATES + _NON_NEGATIVE_RATES:
+        value = getattr(cfg, name)
+        low_ok = value > 0 if name in _POSITIVE_RATES else value >= 0
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and low_ok):
+            fail(name, "a finite number " + ("> 0" if name in _POSITIVE_RATES else ">= 0"))
+    if cfg.drop_path >= 1:
+        fail("drop_path", "below 1")

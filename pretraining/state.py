@@ -43,8 +43,10 @@ def save_training_state(
     step: int,
     cfg: PretrainConfig,
     world_size: int,
+    history: list[tuple[int, float]] | None = None,
 ) -> None:
-    """Atomically write model, optimizer, scaler, step and RNG states (plain tensors and containers only)."""
+    """Atomically write model, optimizer, scaler, step and RNG states (plain tensors and containers only),
+    and the logged loss history, so that a resumed run reports the whole run."""
     state = {
         "format": FORMAT,
         "model": student.state_dict(),
@@ -52,6 +54,7 @@ def save_training_state(
         "scaler": scaler.state_dict(),
         "step": step,
         "world_size": world_size,
+        "history": [[int(s), float(v)] for s, v in (history or [])],
         "config": _plain(asdict(cfg)),
         "rng": {
             "torch": torch.get_rng_state(),

@@ -22,7 +22,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 import det  # noqa: F401  (registers datasets, applies compatibility shims)
-from det.engine import build_model, load_weights
+from det.engine import apply_overrides, build_model, load_weights, refuse_bad_overrides
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,7 +83,8 @@ class Predictor:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logger(name="detectron2")
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    refuse_bad_overrides(args.config_file, args.opts)
+    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     weights = args.weights or cfg.train.init_checkpoint
     if not weights:
         raise SystemExit("no weights: pass --weights or train.init_checkpoint=...")

@@ -15,12 +15,12 @@ from detectron2.config import LazyConfig
 from detectron2.engine import default_argument_parser, default_setup, launch
 
 import det  # noqa: F401  (registers datasets, applies compatibility shims)
-from det.engine import do_eval_only, do_train
+from det.engine import apply_overrides, do_eval_only, do_train, refuse_bad_overrides
 
 
 def main(args) -> dict:
     cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    cfg = apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
     if args.eval_only:
         return do_eval_only(cfg)
@@ -29,6 +29,7 @@ def main(args) -> dict:
 
 def invoke_main(argv: list[str] | None = None) -> None:
     args = default_argument_parser().parse_args(argv)
+    refuse_bad_overrides(args.config_file, args.opts)
     launch(
         main,
         args.num_gpus,

@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, recipe in RECIPES.items():
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
         return 0
-    cfg = config_from_args(ns)
+    try:
+        cfg = config_from_args(ns)
+    except ValueError as err:  # an option out of range, before anything is read or written
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not cfg.data:
         raise SystemExit("--data is required (a folder of images)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -31,7 +31,8 @@ from mmengine.utils import import_modules_from_strings
 from mmseg.registry import MODELS
 
 import seg  # noqa: F401  (registers the EVA02 backbone and the Mask2Former pieces)
-from seg.launch import cpu_fallback_optim
+from backbone.overrides import checked_options
+from seg.launch import cpu_fallback_optim, registered_type
 
 
 class Trainee:
@@ -42,7 +43,7 @@ class Trainee:
             raise FileNotFoundError(f"config file not found: {path}")
         cfg = Config.fromfile(path)
         if options:
-            cfg.merge_from_dict(options)
+            cfg.merge_from_dict(checked_options(cfg, options, registered_type))
         cpu_fallback_optim(cfg)
         if cfg.get("custom_imports"):
             import_modules_from_strings(**cfg.custom_imports)

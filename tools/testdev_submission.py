@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from detectron2.engine import launch
 
+from det.engine import refuse_bad_overrides
 from det.testdev import run_submission, submission_argument_parser
 
 
 def invoke_main(argv: list[str] | None = None) -> None:
     args = submission_argument_parser(epilog=__doc__).parse_args(argv)
+    refuse_bad_overrides(args.config_file, args.opts)
     launch(
         run_submission,
         args.num_gpus,
