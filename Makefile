@@ -15,7 +15,7 @@ demo: setup
 	done
 
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n 2 tests
 
 lint: setup
 	$(VENV)/bin/ruff check .

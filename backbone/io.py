@@ -178,7 +178,11 @@ def _load(path: str, allow: Iterable, trust_pickle: bool, what: str) -> Any:
                 f"{path}: not a readable PyTorch {what}: {type(err).__name__}: {err}"
             ) from None
     try:
-        with torch.serialization.safe_globals([*SAFE_GLOBALS, *allow]):
+        # Only what is not allowed already: leaving the context removes its globals again, which
+        # would also drop process-wide registrations (seg's mmengine types) listed here.
+        present = set(torch.serialization.get_safe_globals())
+        extra = [g for g in dict.fromkeys([*SAFE_GLOBALS, *allow]) if g not in present]
+        with torch.serialization.safe_globals(extra):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__

@@ -260,3 +260,24 @@ def test_release_layout_from_release_names_loads_like_timms_filter(name, kind):
         expected = ref.eval().forward_features(x)  # mean pooling: no norm on the tokens
         got = ours.forward_tokens(x)
     assert ((expected - got).norm() / expected.norm()).item() < 1e-5
+
+
+def test_reading_keeps_process_wide_safe_globals(tmp_path):
+    # seg registers mmengine's types process-wide and also passes them to the reader; leaving the
+    # reader's safe_globals context must not drop that registration (mmengine's own torch.load needs it).
+    import fractions
+
+    from backbone.io import read_checkpoint
+
+    torch.serialization.add_safe_globals([fractions.Fraction])
+    try:
+        path = tmp_path / "f.pth"
+        torch.save({"w": torch.ones(2), "r": fractions.Fraction(1, 3)}, path)
+        assert read_checkpoint(path, allow=[fractions.Fraction])["r"] == fractions.Fraction(1, 3)
+        assert fractions.Fraction in torch.serialization.get_safe_globals()
+        assert torch.load(path, weights_only=True)["r"] == fractions.Fraction(1, 3)
+    finally:
+        torch.serialization.clear_safe_globals()
+        import seg.safe_load
+
+        seg.safe_load.allow_mmengine_checkpoints()
