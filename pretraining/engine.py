@@ -282,27 +282,9 @@ class _Runner:
                 bar.set_postfix(loss=f"{self.history[-1][1]:.4f}", lr=f"{lr:.2e}")
         if step % cfg.save_every == 0 or last:
             if self.dist.is_main:
-                path = os.path.join(cfg.output_dir, LAST)
-                save_training_state(
-                    path,
-                    self.student,
-                    self.optimizer,
-                    self.scaler,
-                    step,
-                    cfg,
-                    self.dist.world_size,
-                    self.history,
-                )
+                state = (self.student, self.optimizer, self.scaler, step, cfg)
+                state += (self.dist.world_size, self.history)
+                save_training_state(os.path.join(cfg.output_dir, LAST), *state)
                 if cfg.keep_every and step % cfg.keep_every == 0:
-                    keep = os.path.join(cfg.output_dir, f"checkpoint-{step:07d}.pth")
-                    save_training_state(
-                        keep,
-                        self.student,
-                        self.optimizer,
-                        self.scaler,
-                        step,
-                        cfg,
-                        self.dist.world_size,
-                        self.history,
-                    )
+                    save_training_state(os.path.join(cfg.output_dir, f"checkpoint-{step:07d}.pth"), *state)
             barrier()
