@@ -105,3 +105,32 @@ def test_cli_rejects_bad_arguments(tmp_path):
         text=True,
     )
     assert r.returncode != 0 and "--num-train" in r.stderr
+
+
+def test_every_class_is_drawn_in_its_colour_family(toy, tmp_path):
+    coco = COCO(str(toy / "toy_coco/annotations/instances_train.json"))
+    names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    checked = 0
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        info = coco.loadImgs(ann["image_id"])[0]
+        img = cv2.imread(str(toy / "toy_coco/train" / info["file_name"])).astype(np.float64)
+        # the shape's interior, away from the anti-aliased rim and the JPEG ringing at its edge
+        inside = cv2.erode(coco.annToMask(ann), np.ones((5, 5), np.uint8)).astype(bool)
+        if inside.sum() < 20:
+            continue
+        mean = img[inside].mean(0)
+        base = np.array(toydata.CLASS_COLOURS[names[ann["category_id"]]])
+        assert np.abs(mean - np.clip(base, 0, 255)).max() <= toydata.COLOUR_JITTER + 6, (
+            ann["id"],
+            mean,
+            base,
+        )
+        checked += 1
+    assert checked >= 10
+    # the colour rule draws the same random numbers: the layout (boxes, classes) does not change
+    toydata.generate(
+        tmp_path, num_train=12, num_val=4, num_test=3, size=96, max_objects=3, seed=5, class_colours=False
+    )
+    a = json.loads((toy / "toy_coco/annotations/instances_train.json").read_text())["annotations"]
+    b = json.loads((tmp_path / "toy_coco/annotations/instances_train.json").read_text())["annotations"]
+    assert a == b

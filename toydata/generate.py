@@ -11,6 +11,7 @@ One generator feeds two layouts:
   ``annotations/{training,validation}/*.png`` (0 = ignore: the anti-aliased rim of every
   shape, 1 = background, 2.. = shape classes in category order), same pictures as train/val.
 
+Every class is drawn in its own colour family (``--random-colours``: any colour, outline only).
 Deterministic for a given ``--seed``; about ten seconds with the defaults.
 """
 
@@ -35,6 +36,19 @@ CATEGORIES = [
     {"id": 7, "name": "star", "supercategory": "shape"},
     {"id": 9, "name": "cross", "supercategory": "shape"},
 ]
+
+
+# Each class is drawn in its own colour family (BGR, jittered by +-25 per channel; the RGB of the
+# segmentation palette): CPU-sized models trained from scratch then learn the classes in minutes,
+# where outline alone takes thousands of iterations. ``--random-colours`` draws any colour.
+CLASS_COLOURS = {
+    "circle": (60, 20, 220),
+    "square": (255, 128, 0),
+    "triangle": (0, 200, 255),
+    "star": (75, 180, 60),
+    "cross": (240, 32, 160),
+}
+COLOUR_JITTER = 25.0
 
 
 def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
@@ -98,6 +112,7 @@ def _make_image(
     max_objects: int,
     height: int | None = None,
     categories: list[dict] = CATEGORIES,
+    class_colours: bool = True,
 ):
     """One ``size`` wide, ``height`` (default ``size``) tall picture with non-overlapping shapes;
     returns (BGR uint8, [(cat_index, polygon)], label map)."""
@@ -116,7 +131,11 @@ def _make_image(
             continue
         k = int(rng.integers(len(categories)))
         poly = _shape_polygon(categories[k]["name"], cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
+        # the same three draws either way: layouts do not depend on the colour rule
         color = rng.uniform(0, 255, size=3)
+        if class_colours:
+            base = np.asarray(CLASS_COLOURS[categories[k]["name"]], np.float64)
+            color = np.clip(base + (color / 255.0 * 2 - 1) * COLOUR_JITTER, 0, 255)
         pts = np.round(poly * 16).astype(np.int32)  # 4 fractional bits for sub-pixel outlines
         canvas = np.zeros((h, w), np.uint8)
         cv2.fillPoly(canvas, [pts], 255, lineType=cv2.LINE_AA, shift=4)
@@ -178,8 +197,12 @@ def generate(
     seed: int,
     height: int | None = None,
     categories: list[dict] = CATEGORIES,
+    class_colours: bool = True,
 ) -> None:
-    """Write the set; images are ``size`` wide and ``height`` (default ``size``: square) tall."""
+    """Write the set; images are ``size`` wide and ``height`` (default ``size``: square) tall.
+
+    ``class_colours``: every class in its own colour family (see ``CLASS_COLOURS``); False draws
+    shapes in random colours, so only the outline tells the classes apart."""
     h = height or size
     coco, ade = out / "toy_coco", out / "toy_ade"
     info = {"description": "synthetic shapes (toy_coco)", "version": "1.0", "year": 2026}
@@ -195,7 +218,7 @@ def generate(
         for i in range(count):
             image_id = (split_index + 1) * 100000 + i
             name = f"{split}_{i:06d}.jpg"
-            img, objects, label = _make_image(rng, size, max_objects, h, categories)
+            img, objects, label = _make_image(rng, size, max_objects, h, categories, class_colours)
             cv2.imwrite(str(coco / split / name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
             image = {"id": image_id, "file_name": name, "height": h, "width": size}
             if split != "test":
@@ -260,6 +283,11 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(c["name"] for c in CATEGORIES),
         help="comma-separated subset of the shape classes, in this order (default: all five)",
     )
+    parser.add_argument(
+        "--random-colours",
+        action="store_true",
+        help="draw shapes in random colours (only the outline tells the classes apart: much harder)",
+    )
     args = parser.parse_args(argv)
     for name in ("num_train", "num_val", "num_test"):
         if getattr(args, name) < 1:
@@ -272,7 +300,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--shapes must be distinct names among {names}, got {args.shapes!r}")
     categories = [c for c in CATEGORIES if c["name"] in shapes]
     sizes = (args.num_train, args.num_val, args.num_test, args.size, args.max_objects)
-    generate(args.out, *sizes, args.seed, height=args.height, categories=categories)
+    generate(
+        args.out,
+        *sizes,
+        args.seed,
+        height=args.height,
+        categories=categories,
+        class_colours=not args.random_colours,
+    )
     print(f"toy data written to {args.out / 'toy_coco'} and {args.out / 'toy_ade'}")
 
 
