@@ -9,10 +9,12 @@ setup:
 	@bash tools/setup_env.sh
 
 demo: setup
+	@rm -rf output/demo/steps
 	$(PY) tools/demo_backbone.py
 	@for part in $(DEMOS); do \
 	  if [ -f tools/demo_$$part.sh ]; then bash tools/demo_$$part.sh || exit 1; fi; \
 	done
+	@$(PY) tools/demo_report.py summary
 
 test: setup
 	$(PY) -m pytest -n 2 tests

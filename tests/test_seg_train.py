@@ -122,11 +122,11 @@ def test_resume_continues_iteration_optimizer_and_scheduler(trained, tmp_path):
     assert step(before) == 12 and step(after) == 24  # AdamW state carried over, not re-created
     # LinearLR (warm-up, end=6) stopped at step 5; PolyLR kept counting to 24
     assert [s["last_step"] for s in after["param_schedulers"]] == [5, 24]
-    # logged lr = first parameter group (embeddings: scale 0.9 ** 13) of the toy config (lr 1e-3);
+    # logged lr = first parameter group (embeddings: scale 0.9 ** 7, 6 blocks) of the toy config (lr 1e-3);
     # the warm-up ended at 5, the linear decay continues from where it stopped: 1 - (i - 1) / 24
     lr = {r["iter"]: r["lr"] for r in rows}
     for it in (13, 18, 24):
-        assert lr[it] == pytest.approx(1e-3 * 0.9**13 * (1 - (it - 1) / 24), rel=1e-3), it
+        assert lr[it] == pytest.approx(1e-3 * 0.9**7 * (1 - (it - 1) / 24), rel=1e-3), it
 
 
 def test_seg_test_slide_tta_and_painted_predictions(trained, tmp_path):

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Pre-train -> transfer -> fine-tune on CPU, in about five minutes:
-#   1. masked image modeling of an EVA-02 tiny (4 blocks, the toy detector's backbone) on the toy
-#      COCO training images with the tiny CLIP-style teacher (loss printed; it must fall);
+# Pre-train -> transfer -> fine-tune on CPU:
+#   1. masked image modeling of an EVA-02 tiny (the toy detector's backbone) on the toy COCO training
+#      images with the tiny CLIP-style teacher (loss printed; it must fall);
 #   2. conversion of the pre-training checkpoint into a detectron2 initial checkpoint
 #      (patch 14 -> 16, position embedding resized, pre-training head dropped);
-#   3. a few iterations of the toy Cascade Mask R-CNN started from that checkpoint.
-# Outputs: output/demo/pretrain/. Idempotent: every run starts from scratch.
+#   3. the toy Cascade Mask R-CNN fine-tuned from that checkpoint with the det step's schedule, and its
+#      box AP next to the det step's (the same schedule from scratch; run tools/demo_det.sh first).
+# Outputs: output/demo/pretrain/. Every run starts from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=output/demo/pretrain
 DATA=${DETECTRON2_DATASETS:-datasets}
 STEPS=${PRETRAIN_STEPS:-120}
-DET_ITERS=${DET_ITERS:-6}
+SECONDS=0
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -36,14 +37,20 @@ EOF
 echo "== 2/3 conversion to a detectron2 initial checkpoint =="
 "$PY" tools/convert_checkpoint.py --input "$OUT/mim/checkpoint-last.pth" --output "$OUT/det_init.pth" --to det
 
-echo "== 3/3 toy detector started from the pre-trained backbone ($DET_ITERS iterations) =="
 CONFIG=configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py
+SCRATCH=output/demo/det  # the det step: this config and schedule from scratch
+ITERS=${DEMO_DET_ITERS:-$("$PY" -c 'import sys; from detectron2.config import LazyConfig
+print(LazyConfig.load(sys.argv[1]).train.max_iter)' "$CONFIG")}
+EVALS=${DEMO_DET_EVALS:-4}
+echo "== 3/3 toy detector fine-tuned from the pre-trained backbone, $ITERS iterations (log: $OUT/det.log)"
 DETECTRON2_DATASETS="$DATA" "$PY" tools/lazyconfig_train_net.py --config-file "$CONFIG" \
-  train.init_checkpoint="$OUT/det_init.pth" train.output_dir="$OUT/det" train.max_iter="$DET_ITERS" \
-  train.eval_period=0 train.log_period=5 train.checkpointer.period=100000 2>&1 | tee "$OUT/det.log" \
-  | grep -E "d2.utils.events.*iter: |copypaste|Error" | sed -E 's/^.*(iter: [0-9]+ +total_loss: [0-9.]+).*/\1/' || true
-if ! grep -q "iter: $((DET_ITERS - 1))" "$OUT/det.log"; then
-  echo "error: the detector did not complete $DET_ITERS iterations from the converted checkpoint (see $OUT/det.log)"
-  exit 1
+  train.init_checkpoint="$OUT/det_init.pth" train.output_dir="$OUT/det" train.max_iter="$ITERS" \
+  train.eval_period="$((ITERS / EVALS))" train.checkpointer.period="$ITERS" 2>&1 | tee "$OUT/det.log" \
+  | bash tools/demo_progress.sh "$ITERS"
+grep -q "copypaste" "$OUT/det.log" || { tail -40 "$OUT/det.log"; exit 1; }
+if [ -f "$SCRATCH/metrics.json" ]; then
+  PYTHONWARNINGS=ignore "$PY" tools/demo_report.py record chain --run "$OUT/det" --scratch "$SCRATCH" --seconds "$SECONDS" \
+    --outputs "$OUT/"
+else
+  echo "no from-scratch run in $SCRATCH to compare with (run tools/demo_det.sh first)"
 fi
-echo "chain complete: pre-trained backbone -> $OUT/det_init.pth -> detector trained for $DET_ITERS iterations"

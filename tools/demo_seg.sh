@@ -13,7 +13,8 @@ PY=${PY:-.venv/bin/python}
 UPERNET=configs/seg/toy/upernet_eva02_tiny_toy.py
 MASK2FORMER=configs/seg/toy/mask2former_eva02_tiny_toy.py
 DATA=${DATA:-datasets}
-ITERS=${SEG_DEMO_ITERS:-1000}
+ITERS=${SEG_DEMO_ITERS:-300}
+EVALS=${SEG_DEMO_EVALS:-4}  # validations during training: the mIoU curve of the summary
 HEAD=${SEG_DEMO_HEAD:-upernet}
 SHAPES=${SEG_DEMO_SHAPES:-}
 
@@ -29,18 +30,18 @@ ROOT_OPTS=(train_dataloader.dataset.data_root="$TOY" val_dataloader.dataset.data
 
 # demo NAME CONFIG ITERS OUT: train, evaluate, paint, print the mIoU line
 demo() {
-  local name=$1 config=$2 iters=$3 out=$4 tag=""
-  [ "$name" = "UperNet" ] || tag=" [$name]"
+  local name=$1 config=$2 iters=$3 out=$4 tag="" step=seg start=$SECONDS
+  [ "$name" = "UperNet" ] || { tag=" [$name]"; step=seg_mask2former; }
   rm -rf "$out"
   mkdir -p "$out"
-  echo "== training eva02_tiny $name for $iters iterations on CPU (log: $out/train.log)"
+  echo "== seg: training eva02_tiny $name for $iters iterations on CPU (log: $out/train.log)"
   "$PY" tools/seg_train.py "$config" --work-dir "$out/train" \
-    --cfg-options "${ROOT_OPTS[@]}" train_cfg.max_iters="$iters" train_cfg.val_interval="$iters" \
-    param_scheduler.1.end="$((iters + 1))" default_hooks.checkpoint.interval="$iters" >"$out/train.log" 2>&1 \
-    || { tail -n 40 "$out/train.log"; exit 1; }
-  grep -E "Iter\(train\) \[ *$iters/" "$out/train.log" | tail -n 1 || true
+    --cfg-options "${ROOT_OPTS[@]}" train_cfg.max_iters="$iters" \
+    train_cfg.val_interval="$(( (iters + EVALS - 1) / EVALS ))" param_scheduler.1.end="$((iters + 1))" \
+    default_hooks.checkpoint.interval="$iters" 2>&1 | tee "$out/train.log" | bash tools/demo_progress.sh "$iters"
+  [ -f "$out/train/iter_$iters.pth" ] || { tail -n 40 "$out/train.log"; exit 1; }
 
-  echo "== evaluating (sliding window) and painting predictions"
+  echo "== evaluating (the config's test mode) and painting predictions"
   "$PY" tools/seg_test.py "$config" "$out/train/iter_$iters.pth" --work-dir "$out/test" --show-dir "$out/vis" \
     --cfg-options "${ROOT_OPTS[@]}" >"$out/test.log" 2>&1 || { tail -n 40 "$out/test.log"; exit 1; }
   "$PY" tools/seg_infer.py "$config" "$out/train/iter_$iters.pth" \
@@ -60,6 +61,8 @@ baseline = 100 * (labels == 0).mean() / len(present)
 print(f"seg demo{tag}: toy val mIoU = {miou:.2f} (all-background baseline {baseline:.2f}, {len(present)} classes)")
 PYEOF
   echo "coloured predictions: $out/vis/ (ground truth | prediction) and $out/pictures/"
+  PYTHONWARNINGS=ignore "$PY" tools/demo_report.py record "$step" --run "$out/train" --seconds "$((SECONDS - start))" \
+    --outputs "$out/vis/"
 }
 
 case "$HEAD" in

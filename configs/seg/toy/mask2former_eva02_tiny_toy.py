@@ -12,7 +12,7 @@ num_classes = 6
 head_dim = 64
 model = dict(
     type="Mask2FormerEncoderDecoder",
-    backbone=dict(arch="eva02_tiny", img_size=128, patch_size=16, out_indices=(3, 5, 7, 11)),
+    backbone=dict(arch="eva02_tiny", img_size=128, patch_size=8, depth=6, out_indices=(1, 2, 3, 5)),
     decode_head=dict(
         _delete_=True,
         type="Mask2FormerHead",

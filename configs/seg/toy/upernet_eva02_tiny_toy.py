@@ -12,8 +12,10 @@ _base_ = [
 ]
 data_root = "datasets/toy_ade"
 num_classes = 6
+# Whole 192 px pictures resized to 128 at patch 8: a 16 x 16 token grid, every shape a few tokens
+# wide and the whole picture in view (a 128 crop at patch 16, 8 x 8 tokens, was too coarse).
 crop_size = (128, 128)
-img_scale = (768, 192)
+img_scale = (128, 128)
 norm_cfg = dict(type="BN", requires_grad=True)  # plain BN: also fine for 2-process gloo runs on CPU
 metainfo = dict(
     classes=("background", "circle", "square", "triangle", "star", "cross"),
@@ -24,22 +26,26 @@ model = dict(
     backbone=dict(
         arch="eva02_tiny",
         img_size=128,
-        patch_size=16,
-        out_indices=(3, 5, 7, 11),
+        patch_size=8,
+        depth=6,
+        out_indices=(1, 2, 3, 5),
         drop_path_rate=0.0,
         norm_cfg=norm_cfg,
     ),
+    # Heads without normalisation or dropout: trained from scratch, the toy UperNet with BN (or GN)
+    # in its heads stays at all-background for hundreds of iterations (toy val mIoU 15.2 after 150
+    # iterations, against 85.1 without).
     decode_head=dict(
         in_channels=[192, 192, 192, 192],
-        channels=128,
+        channels=64,
+        dropout_ratio=0.0,
         num_classes=num_classes,
-        norm_cfg=norm_cfg,
-        # 91% of the toy pixels are background: online hard-pixel mining lets the shape classes
-        # separate within the demo's 1000 iterations (toy val mIoU 25.9 instead of 23.3).
-        sampler=dict(type="OHEMPixelSampler", thresh=0.7, min_kept=8000),
+        norm_cfg=None,
     ),
-    auxiliary_head=dict(in_channels=192, channels=64, num_classes=num_classes, norm_cfg=norm_cfg),
-    test_cfg=dict(mode="slide", crop_size=crop_size, stride=(96, 96)),
+    auxiliary_head=dict(
+        in_channels=192, channels=64, dropout_ratio=0.0, num_classes=num_classes, norm_cfg=None
+    ),
+    test_cfg=dict(mode="whole"),
 )
 find_unused_parameters = False
 
@@ -52,8 +58,7 @@ dataset_common = dict(
 train_pipeline = [
     dict(type="LoadImageFromFile"),
     dict(type="LoadAnnotations", reduce_zero_label=True),
-    dict(type="RandomResize", scale=img_scale, ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type="Resize", scale=img_scale, keep_ratio=True),
     dict(type="RandomFlip", prob=0.5),
     dict(type="PackSegInputs"),
 ]
@@ -69,7 +74,7 @@ tta_pipeline = [
         type="TestTimeAug",
         transforms=[
             [
-                dict(type="ShortSideAtLeastResize", ratio=r, short=192, min_short=128)
+                dict(type="ShortSideAtLeastResize", ratio=r, short=128, min_short=96)
                 for r in (0.75, 1.0, 1.25)
             ],
             [
@@ -82,7 +87,7 @@ tta_pipeline = [
     ),
 ]
 train_dataloader = dict(
-    batch_size=4,
+    batch_size=8,
     num_workers=0,
     persistent_workers=False,
     sampler=dict(type="InfiniteSampler", shuffle=True),
@@ -109,12 +114,12 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type="IoUMetric", iou_metrics=["mIoU"])
 test_evaluator = val_evaluator
 
-max_iters = 200
+max_iters = 300
 optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
     constructor="EVA02LayerDecayOptimizerConstructor",
-    paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.9),
+    paramwise_cfg=dict(num_layers=6, layer_decay_rate=0.9),
     clip_grad=dict(max_norm=1.0),
 )
 param_scheduler = [
