@@ -235,7 +235,7 @@ def test_detector_pyramid_onnx_gives_the_eager_detections(tmp_path):
     path = export_graph(graph, torch.rand(3, 160, 128) * 255, tmp_path / "det.onnx")
     _assert_plain_onnx(path)
     gen = torch.Generator().manual_seed(3)
-    # sizes never traced, below the 192 square the toy detector pads to
+    # sizes never traced, below the 256 square the toy detector pads to
     samples = [torch.rand(3, h, w, generator=gen).mul(255).round() for h, w in [(120, 176), (64, 80)]]
     for res in check_onnx(path, graph, samples):
         assert res.same_count and res.rel_error < 1e-4, res

@@ -214,8 +214,8 @@ def test_recipe_rejects_unknown_size_and_blocks():
 
 def test_toy_config_pads_to_its_square():
     cfg = LazyConfig.load(str(ROOT / "toy/cascade_mask_rcnn_eva02_tiny_toy.py"))
-    assert cfg.model.backbone.square_pad == cfg.model.backbone.net.img_size == 192
-    assert cfg.test.aug.max_size <= 192
+    assert cfg.model.backbone.square_pad == cfg.model.backbone.net.img_size == 256
+    assert cfg.test.aug.max_size <= 256
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in ROOT.glob("*/*_maskness.py")))

@@ -22,7 +22,7 @@ mkdir -p "$OUT"
 echo "== det: training $(basename "$CFG" .py) for $ITERS iterations on $(nproc) CPU core(s) (log: $OUT/train.log)"
 "$PY" tools/lazyconfig_train_net.py --config-file "$CFG" --resume \
   train.output_dir="$OUT" train.max_iter="$ITERS" train.eval_period="$((ITERS / EVALS))" \
-  train.checkpointer.period="$ITERS" 2>&1 | tee "$OUT/train.log" | bash tools/demo_progress.sh "$ITERS"
+  train.checkpointer.period="$ITERS" 2>&1 | tee "$OUT/train.log" | "$PY" tools/demo_progress.py "$ITERS"
 grep -q "Overall training speed\|copypaste" "$OUT/train.log" || { tail -40 "$OUT/train.log"; exit 1; }
 
 "$PY" tools/demo.py --config-file "$CFG" --weights "$OUT/model_final.pth" \

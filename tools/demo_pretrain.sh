@@ -46,7 +46,7 @@ echo "== 3/3 toy detector fine-tuned from the pre-trained backbone, $ITERS itera
 DETECTRON2_DATASETS="$DATA" "$PY" tools/lazyconfig_train_net.py --config-file "$CONFIG" \
   train.init_checkpoint="$OUT/det_init.pth" train.output_dir="$OUT/det" train.max_iter="$ITERS" \
   train.eval_period="$((ITERS / EVALS))" train.checkpointer.period="$ITERS" 2>&1 | tee "$OUT/det.log" \
-  | bash tools/demo_progress.sh "$ITERS"
+  | "$PY" tools/demo_progress.py "$ITERS"
 grep -q "copypaste" "$OUT/det.log" || { tail -40 "$OUT/det.log"; exit 1; }
 if [ -f "$SCRATCH/metrics.json" ]; then
   PYTHONWARNINGS=ignore "$PY" tools/demo_report.py record chain --run "$OUT/det" --scratch "$SCRATCH" --seconds "$SECONDS" \

@@ -38,7 +38,7 @@ demo() {
   "$PY" tools/seg_train.py "$config" --work-dir "$out/train" \
     --cfg-options "${ROOT_OPTS[@]}" train_cfg.max_iters="$iters" \
     train_cfg.val_interval="$(( (iters + EVALS - 1) / EVALS ))" param_scheduler.1.end="$((iters + 1))" \
-    default_hooks.checkpoint.interval="$iters" 2>&1 | tee "$out/train.log" | bash tools/demo_progress.sh "$iters"
+    default_hooks.checkpoint.interval="$iters" 2>&1 | tee "$out/train.log" | "$PY" tools/demo_progress.py "$iters"
   [ -f "$out/train/iter_$iters.pth" ] || { tail -n 40 "$out/train.log"; exit 1; }
 
   echo "== evaluating (the config's test mode) and painting predictions"

@@ -79,7 +79,9 @@ def read_steps(root: str | os.PathLike, order: list[str]) -> list[dict]:
 def format_table(steps: list[dict], total: float) -> str:
     rows = [("step", "what", "figures", "seconds", "outputs")]
     for s in steps:
-        figures = "  ".join(f"{k} {v:.1f}" for k, v in s["metrics"].items())
+        figures = "  ".join(
+            f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["metrics"].items()
+        )
         rows.append((s["name"], s["what"], figures, f"{s['seconds']:.0f}", s["outputs"]))
     rows.append(("total", "", "", f"{total:.0f}", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -135,9 +137,9 @@ def draw_summary(
         ax.axis("on")
         curves = step["curves"]
         losses = {k: v for k, v in curves.items() if "loss" in k}
-        for label, points in losses.items():
+        for (label, points), style in zip(losses.items(), ("-", "--", ":")):
             if points:
-                ax.plot(*zip(*points), color="tab:gray", lw=1, label=label)
+                ax.plot(*zip(*points), color="tab:gray", lw=1, ls=style, label=label)
         ax.set_xlabel("iteration", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -149,7 +151,9 @@ def draw_summary(
             twin.set_ylim(0, 100)
             twin.tick_params(labelsize=7)
             twin.legend(fontsize=7, loc="center right")
-        figures = ", ".join(f"{k} {v:.1f}" for k, v in step["metrics"].items())
+        figures = ", ".join(
+            f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in step["metrics"].items()
+        )
         ax.set_title(f"{step['name']}: {figures}", fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=90)

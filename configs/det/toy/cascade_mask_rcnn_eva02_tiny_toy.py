@@ -1,7 +1,8 @@
 """EVA-02 tiny Cascade Mask R-CNN on the synthetic toy set: the CPU demo and test configuration.
 
 Same detector as the released configs, scaled down to train in minutes on two CPU cores: a
-4-block, 192-wide ViT at 192 px, a 64-channel pyramid and heads, fewer RoIs and proposals.
+4-block, 192-wide ViT at 256 px (the 192 px pictures enlarged), a 64-channel pyramid and heads
+without normalisation, fewer RoIs and proposals.
 Data: ``$DETECTRON2_DATASETS/toy_coco`` (``python tools/make_toy_data.py``).
 """
 
@@ -16,7 +17,7 @@ from det.lr_decay import eva02_lr_factor
 
 from ..common.cascade_mask_rcnn_eva02 import lr_multiplier, model, optimizer, test, train  # noqa: F401
 
-SIZE = 192
+SIZE = 256  # the 192 px toy pictures enlarged: shapes span more tokens of 16 px
 CHANNELS = 64
 
 model.backbone.net.img_size = SIZE
@@ -25,7 +26,7 @@ model.backbone.net.embed_dim = 192
 model.backbone.net.depth = 4
 model.backbone.net.num_heads = 3
 model.backbone.net.sub_ln = False  # as the released eva02_tiny
-model.backbone.net.window_size = 6
+model.backbone.net.window_size = 8
 model.backbone.net.window_block_indexes = [0, 2]  # 1, 3 global
 model.backbone.net.drop_path_rate = 0.0
 model.backbone.out_channels = CHANNELS
@@ -51,27 +52,35 @@ for _predictor in model.roi_heads.box_predictors:
     _predictor.input_shape = ShapeSpec(channels=256)
 model.roi_heads.mask_head.input_shape = ShapeSpec(channels=CHANNELS, width=14, height=14)
 model.roi_heads.mask_head.conv_dims = [CHANNELS] * 4
+# Trained from scratch, the heads learn far faster without normalisation: with the released LN
+# heads the toy detector reached 5.3 box AP after 200 iterations at 320 px, without them 18.6
+# (the toy segmenter shows the same with BN or GN in the UperNet head).
+for _head in model.roi_heads.box_heads:
+    _head.conv_norm = ""
+model.roi_heads.mask_head.conv_norm = ""
 
 dataloader = lsj_dataloader(
     SIZE, "toy_coco_train", "toy_coco_val", total_batch_size=4, num_workers=1, min_scale=0.5, max_scale=1.5
 )
 
-# 800 iterations (about 6.5 minutes on 2 CPU cores) reach about 60 box / mask AP on toy val;
-# 200 stay near 1 AP: the cascade heads only start to classify once the RPN finds the shapes.
+# 400 iterations (about 6.5 minutes on 2 CPU cores, with 4 evaluations) reach 73 box / 71 mask AP on
+# toy val (30 / 47 after 200): `make demo`.
 train.output_dir = "./output/toy_det"
-train.max_iter = 800
-train.eval_period = 800
-train.checkpointer.period = 200
+train.max_iter = 400
+train.eval_period = train.max_iter
+train.checkpointer.period = train.max_iter
 train.log_period = 20
 train.seed = 0
 
-optimizer.lr = 2e-4
+optimizer.lr = 6e-4
 optimizer.weight_decay = 0.05
-optimizer.params.lr_factor_func = partial(eva02_lr_factor, lr_decay_rate=0.9, num_layers=4)
+# no layer-wise decay: the toy backbone starts from random weights (the chain's fine-tuning from a
+# pre-trained one keeps the same schedule, so that the two runs compare)
+optimizer.params.lr_factor_func = partial(eva02_lr_factor, lr_decay_rate=1.0, num_layers=4)
 
 lr_multiplier.scheduler.milestones = [train.max_iter * 8 // 10, train.max_iter * 9 // 10]
 lr_multiplier.scheduler.num_updates = train.max_iter
 lr_multiplier.warmup_length = 32 / train.max_iter
 
-test.aug.min_sizes = [128, 160, 192]  # views fit the 192 square
+test.aug.min_sizes = [192, 224, 256]  # views fit the 256 square
 test.aug.max_size = SIZE
