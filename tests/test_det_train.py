@@ -335,10 +335,10 @@ def test_tta_cap_and_views_follow_the_row():
     }
     for name, cap in caps.items():
         assert row_detection_cap(LazyConfig.load(str(rows / name))) == cap, name
-    cfg = _cfg(["test.aug.max_size=256"])  # a view larger than the 192 square would be cropped
-    with pytest.raises(ValueError, match="test.aug.max_size=256 exceeds model.backbone.square_pad=192"):
+    cfg = _cfg(["test.aug.max_size=320"])  # a view larger than the 256 square would be cropped
+    with pytest.raises(ValueError, match="test.aug.max_size=320 exceeds model.backbone.square_pad=256"):
         tta_from_config(cfg, instantiate(cfg.model))
-    cfg = _cfg(["test.aug.max_size=256", "model.backbone.square_pad=0"])
+    cfg = _cfg(["test.aug.max_size=320", "model.backbone.square_pad=0"])
     assert tta_from_config(cfg, instantiate(cfg.model)).detections_per_image == 100
 
 
