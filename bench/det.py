@@ -4,7 +4,7 @@
     python tools/benchmark.py det [--cases tiny,base] [--iters 3] [--infer-images 3] [--memory] [--amp]
     python tools/benchmark.py det --square-pad [--cases tiny,base] [--infer-images 5]
 
-* ``tiny``: the toy config (192 px); ``base``: the COCO EVA-02 B 1024 px config. For each, the
+* ``tiny``: the toy config (256 px); ``base``: the COCO EVA-02 B 1024 px config. For each, the
   same Cascade Mask R-CNN runs with the EVA-02 ViT and with ``detectron2.modeling.ViT`` of the
   same width, depth, heads, window size and global blocks (ViTDet: GELU MLP x4, relative
   position bias), reporting training iterations/s and inference s/image.
@@ -46,7 +46,7 @@ from bench.timing import add_common_arguments, apply_threads, best_interleaved, 
 ROOT = Path(__file__).resolve().parents[1]
 
 CASES = {
-    "tiny": (ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py", 192),
+    "tiny": (ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py", 256),
     "base": (ROOT / "configs/det/coco/eva02_coco_cascade_mask_rcnn_vitdet_b_4attn_1024_lrd0p7.py", 1024),
     "large": (ROOT / "configs/det/coco/eva02_coco_cascade_mask_rcnn_vitdet_l_4attn_1024_lrd0p8.py", 1024),
 }
