@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
+from state_diff import max_diff
 
 import seg  # noqa: F401  (lets torch.load read mmengine checkpoints in safe mode)
 import toydata
@@ -45,17 +46,6 @@ def _train(work: Path, data: Path, iters: int, *extra: str) -> None:
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
 
 
-def _max_diff(a, b) -> float:
-    if isinstance(a, torch.Tensor):
-        return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        return max((_max_diff(a[k], b[k]) for k in a), default=0.0)
-    if isinstance(a, (list, tuple)):
-        return max((_max_diff(x, y) for x, y in zip(a, b)), default=0.0)
-    return 0.0
-
-
 def test_resume_equals_the_uninterrupted_run(tmp_path):
     toydata.generate(tmp_path, num_train=8, num_val=1, num_test=1, size=64, max_objects=2, seed=3)
     data = tmp_path / "toy_ade"
@@ -66,6 +56,6 @@ def test_resume_equals_the_uninterrupted_run(tmp_path):
     straight, resumed = load(tmp_path / "straight/iter_4.pth"), load(tmp_path / "split/iter_4.pth")
     half = load(tmp_path / "split/iter_2.pth")
     assert resumed["meta"]["iter"] == 4
-    assert _max_diff(straight["state_dict"], half["state_dict"]) > 1e-5  # iterations 3-4 moved the weights
-    assert _max_diff(straight["state_dict"], resumed["state_dict"]) == 0.0
-    assert _max_diff(straight["optimizer"], resumed["optimizer"]) == 0.0
+    assert max_diff(straight["state_dict"], half["state_dict"]) > 1e-5  # iterations 3-4 moved the weights
+    assert max_diff(straight["state_dict"], resumed["state_dict"]) == 0.0
+    assert max_diff(straight["optimizer"], resumed["optimizer"]) == 0.0
