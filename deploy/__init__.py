@@ -1,7 +1,8 @@
 """Export of the EVA-02 backbone, segmenter and detector to ONNX / ``torch.export`` graphs."""
 
 from .check import DetectionCheck, SizeCheck, check_detector, check_onnx
-from .graphs import BackboneGraph, DetectorGraph, SegmenterGraph
+from .detector import DetectorGraph
+from .graphs import BackboneGraph, DetectorPyramidGraph, SegmenterGraph
 from .onnx_export import ExportError, export_graph
 from .postprocess import detector_instances
 
@@ -9,6 +10,7 @@ __all__ = [
     "BackboneGraph",
     "DetectionCheck",
     "DetectorGraph",
+    "DetectorPyramidGraph",
     "ExportError",
     "SegmenterGraph",
     "SizeCheck",

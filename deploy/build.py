@@ -11,7 +11,8 @@ from torch import nn
 
 from backbone import CheckpointError, build_backbone, load_checkpoint
 
-from .graphs import BackboneGraph, DetectorGraph, SegmenterGraph
+from .detector import DetectorGraph
+from .graphs import BackboneGraph, DetectorPyramidGraph, SegmenterGraph
 from .onnx_export import ExportError
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,19 @@ def config_kind(config_file: str) -> str:
     return "det"
 
 
-def detector_graph(config_file: str, overrides: list[str], weights: str | None) -> DetectorGraph:
-    """A detectron2 lazy config's model; weights through ``det.engine.load_weights``."""
+DETECTOR_PARTS = ("full", "pyramid")
+
+
+def detector_graph(
+    config_file: str, overrides: list[str], weights: str | None, part: str = "full"
+) -> DetectorGraph | DetectorPyramidGraph:
+    """A detectron2 lazy config's model; weights through ``det.engine.load_weights``.
+
+    ``part``: ``full`` (image to detections, :class:`DetectorGraph`) or ``pyramid`` (image to
+    p2..p6, :class:`DetectorPyramidGraph`; heads in PyTorch).
+    """
+    if part not in DETECTOR_PARTS:
+        raise ExportError(f"--detector-part {part!r}: unknown, expected one of {', '.join(DETECTOR_PARTS)}")
     from detectron2.config import LazyConfig, instantiate
 
     import det  # noqa: F401  (registers the project's datasets and heads)
@@ -84,9 +96,12 @@ def detector_graph(config_file: str, overrides: list[str], weights: str | None) 
         except (CheckpointError, RuntimeError) as err:
             raise ExportError(f"--weights {weights} does not fit {config_file}: {err}") from None
     try:
+        if part == "pyramid":
+            return DetectorPyramidGraph(model.eval())
         return DetectorGraph(model.eval())
     except TypeError as err:
-        raise ExportError(f"--config-file {config_file}: model.{err}") from None
+        message = f"--config-file {config_file}: cannot export the detector ({part}): {err}"
+        raise ExportError(message) from None
 
 
 def segmenter_graph(config_file: str, overrides: list[str], weights: str | None) -> SegmenterGraph:
@@ -122,7 +137,11 @@ def segmenter_graph(config_file: str, overrides: list[str], weights: str | None)
 
 
 def build_graph(
-    config_file: str | None, preset: str | None, overrides: list[str], weights: str | None
+    config_file: str | None,
+    preset: str | None,
+    overrides: list[str],
+    weights: str | None,
+    detector_part: str = "full",
 ) -> tuple[str, nn.Module]:
     """(kind, graph module) for ``--config-file`` or ``--backbone``."""
     if (config_file is None) == (preset is None):
@@ -130,8 +149,9 @@ def build_graph(
     if preset is not None:
         return "backbone", backbone_graph(preset, overrides, weights)
     kind = config_kind(config_file)
-    build = detector_graph if kind == "det" else segmenter_graph
-    return kind, build(config_file, overrides, weights)
+    if kind == "det":
+        return kind, detector_graph(config_file, overrides, weights, detector_part)
+    return kind, segmenter_graph(config_file, overrides, weights)
 
 
 def sample_inputs(kind: str, graph: nn.Module, base: tuple[int, int], count: int = 3) -> list[torch.Tensor]:

@@ -91,7 +91,7 @@ class SegmenterGraph(nn.Module):
         return (logits[:, :, :h, :w],)
 
 
-class DetectorGraph(nn.Module):
+class DetectorPyramidGraph(nn.Module):
     """detectron2 Cascade Mask R-CNN up to its feature pyramid (the dense, size-dependent part).
 
     ``image`` (3, H, W) in the config's input format, already resized by the test-time resize ->
@@ -109,7 +109,8 @@ class DetectorGraph(nn.Module):
         from detectron2.modeling import GeneralizedRCNN
 
         if not isinstance(model, GeneralizedRCNN):
-            raise TypeError(f"DetectorGraph needs a detectron2 GeneralizedRCNN, got {type(model).__name__}")
+            name = type(model).__name__
+            raise TypeError(f"DetectorPyramidGraph needs a detectron2 GeneralizedRCNN, got {name}")
         self.model = model
         self.output_names = tuple(sorted(model.backbone.output_shape()))
         square = model.backbone.padding_constraints.get("square_size", 0)

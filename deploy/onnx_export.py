@@ -17,6 +17,8 @@ from torch.export import Dim
 
 from backbone.io import atomic_write
 
+from .ops import custom_translations
+
 Format = Literal["onnx", "torch-export"]
 FORMATS = ("onnx", "torch-export")
 MIN_OPSET = 18
@@ -94,6 +96,7 @@ def export_graph(
             dynamic_shapes=shapes,
             opset_version=opset,
             external_data=False,
+            custom_translation_table=custom_translations(),
             verbose=False,
         )
 

@@ -8,6 +8,9 @@
     python tools/export.py --config-file configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py \
         --weights output/toy_det/model_final.pth --output det.onnx --dynamic --check
 
+Detectors export whole (image to boxes, scores, classes, mask probabilities) by default;
+``--detector-part pyramid`` exports the feature pyramid only (heads then run in PyTorch).
+
 Trailing ``name=value`` words override ``build_backbone`` arguments (``--backbone``) or config
 keys (``--config-file``). The graphs' inputs and outputs are described in docs/deployment.md.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from deploy import DetectorGraph
 from deploy.build import build_graph, default_size, example_input, sample_inputs
 from deploy.check import check_detector, check_onnx, seconds_per_image
 from deploy.onnx_export import FORMATS, MIN_OPSET, ExportError, check_output_path, export_graph, op_types
@@ -33,6 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (default {MIN_OPSET})")
     p.add_argument("--dynamic", action="store_true", help="symbolic height and width (and batch if any)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="tracing size (default: model's)")
+    p.add_argument(
+        "--detector-part",
+        default="full",
+        help="detectors: full (image to boxes, scores, classes, masks; default) or pyramid (image to p2..p6)",
+    )
     p.add_argument("--check", action="store_true", help="compare onnxruntime with eager at other sizes")
     p.add_argument(
         "--benchmark", type=int, default=0, metavar="N", help="time eager vs onnxruntime (best of N)"
@@ -51,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.check and args.format != "onnx":
             raise ExportError("--check runs onnxruntime: it needs --format onnx")
         check_output_path(args.output)
-        kind, graph = build_graph(args.config_file, args.backbone, args.opts, args.weights)
+        kind, graph = build_graph(
+            args.config_file, args.backbone, args.opts, args.weights, args.detector_part
+        )
         if not args.weights:
             print("no --weights: exporting the model's initial (untrained) weights")
         size = tuple(args.size) if args.size else tuple(default_size(kind, graph))
@@ -66,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         samples = sample_inputs(kind, graph, size) if args.dynamic else [example_input(kind, size)]
         argmax_dim = 1 if kind == "seg" else None
-        for result in check_onnx(path, graph, samples, argmax_dim=argmax_dim):
-            print(result)
+        if not isinstance(graph, DetectorGraph):  # the whole detector is compared by detections below
+            for result in check_onnx(path, graph, samples, argmax_dim=argmax_dim):
+                print(result)
         if kind == "det":
             for result in check_detector(path, graph, samples):
                 print(result)
