@@ -5,18 +5,22 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 
 import backbone.block
 from backbone import EVA02ViT, build_backbone
 from backbone.pos_embed import resize_pos_grid
-from deploy import BackboneGraph, ExportError, check_onnx, detector_instances, export_graph
+from deploy import BackboneGraph, DetectorGraph, ExportError, check_onnx, detector_instances, export_graph
 from deploy.build import build_graph
-from deploy.check import onnx_session, same_decisions
+from deploy.check import check_detector, match_detections, onnx_session, same_decisions
 from deploy.onnx_export import op_types
+from deploy.ops import batched_nms, custom_translations
+from deploy.postprocess import graph_instances
 
 # ------------------------------------------------- the rewrites leave eager outputs bit for bit unchanged
 
@@ -230,7 +234,7 @@ TOY_DET_SMALL = ["model.backbone.net.depth=2", "model.backbone.net.window_block_
 
 def test_detector_pyramid_onnx_gives_the_eager_detections(tmp_path):
     torch.manual_seed(0)
-    kind, graph = build_graph(TOY_DET, None, TOY_DET_SMALL, None)
+    kind, graph = build_graph(TOY_DET, None, TOY_DET_SMALL, None, detector_part="pyramid")
     assert kind == "det" and graph.output_names == ("p2", "p3", "p4", "p5", "p6")
     path = export_graph(graph, torch.rand(3, 160, 128) * 255, tmp_path / "det.onnx")
     _assert_plain_onnx(path)
@@ -252,6 +256,191 @@ def test_detector_pyramid_onnx_gives_the_eager_detections(tmp_path):
         torch.testing.assert_close(got.scores, ref.scores, atol=1e-3, rtol=0)
         assert got.pred_masks.shape == (len(ref), 2 * h, 2 * w)
         assert (got.pred_masks != ref.pred_masks).float().mean() < 1e-4
+
+
+# ------------------------------------------------------------- NMS and RoIAlign in onnxruntime
+
+
+class _NMS(torch.nn.Module):
+    def __init__(self, iou: float, score: float) -> None:
+        super().__init__()
+        self.iou, self.score = iou, score
+
+    def forward(self, boxes, scores, groups):
+        return batched_nms(boxes, scores, groups, self.iou, self.score)
+
+
+def _export_small(module, args, names, dynamic, path):
+    program = torch.onnx.export(
+        module.eval(),
+        args,
+        dynamo=True,
+        input_names=names,
+        dynamic_shapes=dynamic,
+        opset_version=18,
+        custom_translation_table=custom_translations(),
+    )
+    onnx.checker.check_model(program.model_proto, full_check=True)
+    program.save(str(path))
+    return onnx_session(path)
+
+
+def test_batched_nms_translation_keeps_what_torchvision_keeps(tmp_path):
+    # hand-made overlaps with the 0.5 threshold: B covers 80% of A (suppressed), C overlaps A by
+    # 1/3 (kept), E overlaps A by exactly 0.5 (kept: suppression needs IoU > threshold), F is A
+    # in another group (kept), G scores exactly the threshold 0.1 (dropped: candidates need >),
+    # H scores -inf (dropped), I is empty (area 0: never suppresses, kept)
+    boxes = torch.tensor(
+        [
+            [0, 0, 10, 10],  # A
+            [0, 0, 10, 8],  # B
+            [5, 0, 15, 10],  # C
+            [0, 0, 10, 5],  # E
+            [0, 0, 10, 10],  # F
+            [50, 50, 60, 60],  # G
+            [70, 70, 80, 80],  # H
+            [30, 30, 30, 40],  # I
+        ],
+        dtype=torch.float32,
+    )
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.1, float("-inf"), 0.3])
+    groups = torch.tensor([0, 0, 0, 0, 1, 0, 0, 2])
+    module = _NMS(0.5, 0.1)
+    from torch.export import Dim
+
+    n = Dim("n", min=2, max=10000)
+    dynamic = {"boxes": {0: n}, "scores": {0: n}, "groups": {0: n}}
+    session = _export_small(
+        module, (boxes, scores, groups), ["boxes", "scores", "groups"], dynamic, tmp_path / "nms.onnx"
+    )
+    assert "NonMaxSuppression" in op_types(tmp_path / "nms.onnx")
+    expected = [0, 2, 3, 4, 7]  # by decreasing score: A, C, E, F, I
+    candidates = torch.nonzero(scores > 0.1).flatten()
+    reference = candidates[
+        torchvision.ops.batched_nms(boxes[candidates], scores[candidates], groups[candidates], 0.5)
+    ]
+    assert reference.tolist() == expected
+    assert batched_nms(boxes, scores, groups, 0.5, 0.1).tolist() == expected
+    feed = {"boxes": boxes.numpy(), "scores": scores.numpy(), "groups": groups.numpy()}
+    assert session.run(None, feed)[0].tolist() == expected
+    # random boxes in 7 groups, another count than traced: the same kept set and order
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=gen) * 100
+    boxes = torch.cat((xy, xy + 5 + torch.rand(300, 2, generator=gen) * 40), dim=1)
+    scores = torch.rand(300, generator=gen)
+    groups = torch.randint(0, 7, (300,), generator=gen)
+    candidates = torch.nonzero(scores > 0.1).flatten()
+    reference = candidates[
+        torchvision.ops.batched_nms(boxes[candidates], scores[candidates], groups[candidates], 0.5)
+    ]
+    got = session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy(), "groups": groups.numpy()})[0]
+    assert 20 < len(reference) < len(candidates)
+    assert got.tolist() == reference.tolist()
+
+
+class _RoIAlign(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        from detectron2.layers import ROIAlign
+
+        self.align = ROIAlign((7, 7), spatial_scale=0.25, sampling_ratio=0, aligned=True)
+
+    def forward(self, x, rois):
+        return self.align(x, rois)
+
+
+def test_roi_align_translation_matches_torchvision(tmp_path):
+    from torch.export import Dim
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 20, 24, generator=gen)
+    rois = torch.tensor(
+        [
+            [0, 8.0, 8.0, 40.0, 36.0],  # inside
+            [0, -10.0, -6.0, 30.0, 20.0],  # partly outside, top left
+            [0, 80.0, 60.0, 120.0, 100.0],  # partly outside, bottom right
+            [0, 33.3, 17.7, 33.9, 18.1],  # smaller than a feature cell: one sample per bin
+            [0, 0.0, 0.0, 96.0, 80.0],  # the whole image: 2 x 3 samples per bin (adaptive)
+        ]
+    )
+    dynamic = {
+        "x": {2: Dim("h", min=4, max=512), 3: Dim("w", min=4, max=512)},
+        "rois": {0: Dim("r", min=2, max=10000)},
+    }
+    session = _export_small(_RoIAlign(), (x, rois), ["x", "rois"], dynamic, tmp_path / "roi.onnx")
+    assert "RoiAlign" in op_types(tmp_path / "roi.onnx")
+    for feature, boxes in [(x, rois), (torch.randn(1, 3, 31, 17, generator=gen), rois[:3])]:
+        expected = torchvision.ops.roi_align(feature, boxes, (7, 7), 0.25, 0, aligned=True)
+        got = session.run(None, {"x": feature.numpy(), "rois": boxes.numpy()})[0]
+        assert np.abs(got - expected.numpy()).max() < 1e-5
+
+
+# ------------------------------------------------------------------------------- whole detector
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["model.roi_heads.maskness_thresh=0.5"],
+        ["model.roi_heads.override_score_thresh=0.1", "model.roi_heads.test_topk_per_image=20"],
+    ],
+)
+def test_detector_graph_in_pytorch_is_detectron2_inference(options):
+    """The branch-free rewrite gives detectron2's own inference bit for bit (before any export)."""
+    torch.manual_seed(0)
+    _, graph = build_graph(TOY_DET, None, TOY_DET_SMALL + options, None)
+    x = torch.rand(3, 150, 200, generator=torch.Generator().manual_seed(4)).mul(255).round()
+    with torch.no_grad():
+        ref = graph.model.inference([{"image": x, "height": 150, "width": 200}], do_postprocess=False)[0]
+        boxes, scores, classes, masks = graph(x)
+    assert len(ref) > 0
+    assert torch.equal(boxes, ref.pred_boxes.tensor) and torch.equal(scores, ref.scores)
+    assert torch.equal(classes, ref.pred_classes) and torch.equal(masks, ref.pred_masks)
+
+
+def test_detector_refuses_soft_nms_by_name():
+    with pytest.raises(ExportError, match="use_soft_nms=True: soft-NMS has no standard ONNX operator"):
+        build_graph(TOY_DET, None, [*TOY_DET_SMALL, "model.roi_heads.use_soft_nms=True"], None)
+
+
+def test_detector_onnx_gives_the_eager_detections(tmp_path):
+    torch.manual_seed(0)
+    kind, graph = build_graph(TOY_DET, None, TOY_DET_SMALL, None)
+    assert kind == "det" and isinstance(graph, DetectorGraph)
+    path = export_graph(graph, torch.rand(3, 160, 128) * 255, tmp_path / "det.onnx")
+    ops = _assert_plain_onnx(path)
+    assert {"NonMaxSuppression", "RoiAlign", "TopK"} <= set(ops)
+    assert not {"Loop", "If", "NonZero", "ScatterND"} & set(ops)
+    gen = torch.Generator().manual_seed(3)
+    # sizes never traced, below the 256 square the toy detector pads to
+    samples = [torch.rand(3, h, w, generator=gen).mul(255).round() for h, w in [(120, 176), (64, 80)]]
+    # the graph's outputs against detectron2's model.inference(do_postprocess=False), matched by
+    # class and box (1e-3 px), and graph_instances against model([...])
+    for res in check_detector(path, graph, samples):
+        assert res.eager_count == res.onnx_count == res.matched > 0, res
+        assert res.max_box_error < 1e-3 and res.max_score_error < 1e-3, res
+        assert res.max_mask_error < 1e-3, res
+    model, session = graph.model, onnx_session(path)
+    for x in samples:
+        h, w = x.shape[-2:]
+        outputs = session.run(None, {"image": x.numpy()})
+        assert [o.dtype for o in outputs] == [np.float32, np.float32, np.int64, np.float32]
+        assert outputs[3].shape[1:] == (1, 28, 28)
+        with torch.no_grad():  # eager reference at another output size: boxes and masks are rescaled
+            ref = model([{"image": x, "height": 2 * h, "width": 2 * w}])[0]["instances"]
+        got = graph_instances(outputs, (h, w), (2 * h, 2 * w))
+        i, j = match_detections(
+            ref.pred_boxes.tensor.numpy(),
+            ref.pred_classes.numpy(),
+            got.pred_boxes.tensor.numpy(),
+            got.pred_classes.numpy(),
+            2e-3,
+        )
+        assert len(ref) == len(got) == len(i) > 0
+        torch.testing.assert_close(got.scores[j], ref.scores[i], atol=1e-3, rtol=0)
+        assert got.pred_masks.shape == (len(ref), 2 * h, 2 * w)
+        assert (got.pred_masks[j] != ref.pred_masks[i]).float().mean() < 1e-4
 
 
 def _export_tool():
