@@ -4,7 +4,7 @@ from .check import DetectionCheck, SizeCheck, check_detector, check_onnx
 from .detector import DetectorGraph
 from .graphs import BackboneGraph, DetectorPyramidGraph, SegmenterGraph
 from .onnx_export import ExportError, export_graph
-from .postprocess import detector_instances
+from .postprocess import detector_instances, graph_instances
 
 __all__ = [
     "BackboneGraph",
@@ -18,4 +18,5 @@ __all__ = [
     "check_onnx",
     "detector_instances",
     "export_graph",
+    "graph_instances",
 ]

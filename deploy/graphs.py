@@ -97,9 +97,9 @@ class DetectorPyramidGraph(nn.Module):
     ``image`` (3, H, W) in the config's input format, already resized by the test-time resize ->
     the pyramid maps ``p2`` .. ``p6`` (1, C, H' / s, W' / s) of the padded image, padding and
     normalisation inside (as ``model.preprocess_image``). Proposals, RoI heads and mask pasting
-    run in PyTorch on these maps: :func:`deploy.postprocess.detector_instances` (their
-    data-dependent control flow in detectron2 cannot be captured by ``torch.export``; see
-    docs/deployment.md).
+    run in PyTorch on these maps: :func:`deploy.postprocess.detector_instances`. The whole
+    detector in one graph is :class:`deploy.DetectorGraph`; this part serves the models it
+    refuses (soft-NMS).
     """
 
     image_rank = 3

@@ -243,6 +243,9 @@ def test_detector_pyramid_onnx_gives_the_eager_detections(tmp_path):
     samples = [torch.rand(3, h, w, generator=gen).mul(255).round() for h, w in [(120, 176), (64, 80)]]
     for res in check_onnx(path, graph, samples):
         assert res.same_count and res.rel_error < 1e-4, res
+    for res in check_detector(path, graph, samples):  # heads in PyTorch, against model([...])
+        assert res.eager_count == res.onnx_count == res.matched > 0, res
+        assert res.max_box_error < 1e-3 and res.max_score_error < 1e-3, res
     model = graph.model
     for x in samples:
         h, w = x.shape[-2:]
@@ -468,6 +471,8 @@ def test_export_tool_refuses_bad_input_with_one_message(tmp_path):
     torch.save({"state_dict": graph.segmentor.state_dict()}, ckpt)
     with pytest.raises(SystemExit, match="(?s)seg3.pth does not fit .*conv_seg"):
         tool.main(["--config-file", TOY_SEG, "--weights", str(ckpt), "--output", str(out)])
+    with pytest.raises(SystemExit, match="--detector-part 'heads': unknown"):
+        tool.main(["--config-file", TOY_DET, "--detector-part", "heads", "--output", str(out)])
     with pytest.raises(SystemExit, match="cannot build the model"):
         tool.main(["--config-file", TOY_DET, "model.backbone.net.depth=banana", "--output", str(out)])
     assert list(tmp_path.iterdir()) == [ckpt]
