@@ -56,6 +56,8 @@ _BY_FUNCTION = (
     (": window_unpartition_heads", "window partition / unpartition (copies, pad)"),
 )
 _BY_NAME = (
+    # inductor names a fused kernel after the ops it fuses ("graph_1_cpp_fused_addmm_cat_..."): first
+    (("cpp_fused", "triton_", "kernel_cpp"), "compiled fused kernels"),
     (("addmm", "::mm", "bmm", "matmul", "linear", "convolution", "conv2d"), "matmul / linear"),
     (("scaled_dot_product", "flash_attention", "efficient_attention"), "attention (SDPA)"),
     (("layer_norm",), "LayerNorm"),
@@ -100,7 +102,6 @@ _BY_NAME = (
         ),
         "other layout (head split / merge, views, cat, alloc)",
     ),  # fmt: skip
-    (("cpp_fused", "triton_", "kernel_cpp"), "compiled fused kernels"),
 )
 REDUCED_ARGS = dict(preset="eva02_tiny", geometry=REDUCED_GEOMETRY, matmul_n=256)
 FULL_ARGS = dict(preset="eva02_base", geometry=DET_GEOMETRY, matmul_n=2048)

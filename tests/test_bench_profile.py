@@ -50,3 +50,5 @@ def test_an_operator_goes_to_its_enclosing_backbone_function_first():
     assert profile.classify(Event("aten::copy_")).startswith("other layout")
     assert profile.classify(Event("aten::addmm")) == "matmul / linear"
     assert profile.classify(Event("aten::upsample_bicubic2d")) == "other"
+    fused = Event("graph_1_cpp_fused__unsafe_view_addmm_cat_clone_constant_pad_nd_native_layer_norm_0")
+    assert profile.classify(fused) == "compiled fused kernels"  # not a matmul for its name
