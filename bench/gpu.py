@@ -89,19 +89,19 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return partial(torch.autocast, device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def _flash():
-    """The flash SDPA kernel only (CUDA), so that a silent fallback to another kernel cannot happen;
-    on CPU the flash kernel is the only fused one and is chosen anyway."""
-    if torch.cuda.is_available():
+def _flash(x: torch.Tensor, dtype: torch.dtype | None):
+    """The flash SDPA kernel only (CUDA, half precision), so that a silent fallback to another
+    kernel cannot happen; on CPU the flash kernel is the only fused one and is chosen anyway."""
+    if x.is_cuda and dtype in (torch.bfloat16, torch.float16):
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
     return contextlib.nullcontext()
 
 
-def _step(net: torch.nn.Module, x: torch.Tensor, autocast) -> None:
+def _step(net: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> None:
     net.zero_grad(set_to_none=True)
-    with autocast(), _flash():
+    with _autocast(x.device, dtype)(), _flash(x, dtype):
         out = net(x)["last_feat"]
     out.float().square().mean().backward()
 
@@ -128,10 +128,9 @@ def backbone_rows(mode: dict, device: torch.device, iters: int, dtype: torch.dty
     vitdet = instantiate(_vitdet_like(net_cfg)).to(device).train()
     side = ours.img_size[0]
     x = torch.randn(mode["backbone_batch"], 3, side, side, device=device)
-    autocast = _autocast(device, dtype)
     n = mode["matmul_n"]
     a, b = (torch.randn(n, n, device=device, dtype=dtype or torch.float32) for _ in range(2))
-    steps = {"eva02": partial(_step, ours, x, autocast), "vitdet": partial(_step, vitdet, x, autocast)}
+    steps = {"eva02": partial(_step, ours, x, dtype), "vitdet": partial(_step, vitdet, x, dtype)}
     flops = {k: count_flops(fn) for k, fn in steps.items()}
     best = best_interleaved({**steps, "matmul": lambda: a @ b}, iters)
     peak = 2 * n**3 / best["matmul"]
