@@ -55,13 +55,24 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         b, n, c = x.shape
+        return self.project(self.attend_heads(x, rope).transpose(1, 2).reshape(b, n, c))
+
+    def attend_heads(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Attention of the tokens ``x`` (B, N, C), per head: (B, heads, N, head_dim), before
+        :meth:`project`. ``rope`` is ``(cos, signed sin)`` (:func:`backbone.rope.signed_sin`)."""
+        b, n, _ = x.shape
         qkv = F.linear(x, self.qkv.weight, self._qkv_bias())
         qkv = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         qk, v = qkv[:2], qkv[2]
         if rope is not None:
             qk = apply_rope(qk, *rope)
         q, k = qk.unbind(0)
-        x = self._attend(q, k, v).transpose(1, 2).reshape(b, n, c)
+        return self._attend(q, k, v)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Output projection of the merged heads (B, N, C), after the inner norm if any."""
         if self.inner_attn_ln is not None:
             x = self.inner_attn_ln(x)
         return self.proj(x)
@@ -86,19 +97,28 @@ def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[
     """(B, H, W, C) -> (B * num_windows, window * window, C), zero-padding H and W up to the window."""
     b, h, w, c = x.shape
     pad_h, pad_w = (-h) % window, (-w) % window
-    # always pad (by zero rows when none are needed): no branch on the size, for exported graphs
-    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    # Traced or compiled: always pad (by zero rows when none are needed), so that exported graphs
+    # have no branch on the size (inductor fuses the pad into the copy below). Eager: a pad by
+    # nothing would only copy the tensor once more.
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     hp, wp = h + pad_h, w + pad_w
     x = x.view(b, hp // window, window, wp // window, window, c).transpose(2, 3)
     return x.reshape(-1, window * window, c), (hp, wp)
 
 
-def window_unpartition(
-    windows: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
+def window_unpartition_heads(
+    heads: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
 ) -> torch.Tensor:
-    """Inverse of :func:`window_partition`, dropping the padding: returns (B, H, W, C)."""
+    """Per-head attention of windows (B * num_windows, heads, window * window, head_dim) -> tokens
+    (B, H * W, heads * head_dim), dropping the padding.
+
+    Merging the heads and undoing the windows is one permutation, hence one copy (two with
+    padding) instead of one for the heads and one or two for the windows.
+    """
     hp, wp = padded
-    c = windows.shape[-1]
-    x = windows.view(-1, hp // window, wp // window, window, window, c).transpose(2, 3)
-    x = x.reshape(-1, hp, wp, c)
-    return x[:, : size[0], : size[1]]
+    nh, nw = hp // window, wp // window
+    _, num_heads, _, head_dim = heads.shape
+    x = heads.view(-1, nh, nw, num_heads, window, window, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+    x = x.reshape(-1, hp, wp, num_heads * head_dim)[:, : size[0], : size[1]]
+    return x.reshape(x.shape[0], size[0] * size[1], num_heads * head_dim)

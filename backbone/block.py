@@ -6,7 +6,7 @@ import torch
 from timm.layers import DropPath, LayerNorm2d
 from torch import nn
 
-from .attention import Attention, window_partition, window_unpartition
+from .attention import Attention, window_partition, window_unpartition_heads
 from .mlp import SwiGLU
 
 Rope = tuple[torch.Tensor, torch.Tensor]
@@ -43,17 +43,27 @@ class Block(nn.Module):
         if self.window_size:
             b, _, c = y.shape
             windows, padded = window_partition(y.view(b, grid[0], grid[1], c), self.window_size)
-            y = self.attn(windows, rope)
-            y = window_unpartition(y, self.window_size, padded, grid).reshape(b, -1, c)
+            heads = self.attn.attend_heads(windows, rope)
+            # the output projection is per token: applied after undoing the windows, it skips the padding
+            y = self.attn.project(window_unpartition_heads(heads, self.window_size, padded, grid))
         else:
             y = self.attn(y, rope)
-        x = x + self.drop_path(y)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        x = _add_residual(x, self.drop_path(y))
+        x = _add_residual(x, self.drop_path(self.mlp(self.norm2(x))))
         if self.residual is not None:
             b, _, c = x.shape
             fmap = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])
             x = self.residual(fmap).flatten(2).transpose(1, 2)
         return x
+
+
+def _add_residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """``x + branch``, written into ``branch`` when it has x's dtype and shape: the branch output is
+    a fresh tensor that nothing else holds (and ``add_`` keeps nothing for its gradient), so the
+    sum needs no new buffer. The caller's ``x`` is never modified. Bit-identical to ``x + branch``."""
+    if branch.dtype == x.dtype and branch.shape == x.shape:
+        return branch.add_(x)
+    return x + branch  # e.g. bf16 branch on an fp32 stream under autocast
 
 
 class ResidualConvBlock(nn.Module):

@@ -25,4 +25,9 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, value = self.w12(x).chunk(2, dim=-1)
-        return self.w3(self.ffn_ln(F.silu(gate) * value))
+        hidden = F.silu(gate)
+        if torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad):
+            hidden = hidden * value  # in place, autograd would keep a copy of the SiLU output
+        else:
+            hidden.mul_(value)  # no new hidden-size buffer; bit-identical
+        return self.w3(self.ffn_ln(hidden))

@@ -52,13 +52,22 @@ def rope_table(
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (..., N, head_dim) by the table (N, head_dim).
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """``sin`` with the first member of every channel pair negated, as :func:`apply_rope` takes it.
 
-    Computed as ``x * cos + swap(x) * (sign * sin)`` with ``swap`` exchanging
-    the two members of each pair: two passes over ``x`` instead of the four
-    that negating and stacking take.
+    Computed once per table (per forward pass), not in every block.
     """
-    sign = torch.tensor([-1.0, 1.0], dtype=x.dtype, device=x.device).repeat(sin.shape[-1] // 2)
+    return sin * torch.tensor([-1.0, 1.0], dtype=sin.dtype, device=sin.device).repeat(sin.shape[-1] // 2)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (..., N, head_dim) by the table (N, head_dim); ``sin_signed`` from :func:`signed_sin`.
+
+    Computed as ``x * cos + swap(x) * sin_signed`` with ``swap`` exchanging the two members of each
+    pair: two passes over ``x`` instead of the four that negating and stacking take, and the second
+    term is accumulated into the first's buffer (``addcmul_`` needs neither buffer's old value for
+    its gradient, so autograd keeps no copy).
+    """
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    return torch.addcmul(x * cos.to(x.dtype), swapped, sin.to(x.dtype) * sign)
+    out = x * cos.to(x.dtype)
+    return out.addcmul_(swapped, sin_signed.to(x.dtype))

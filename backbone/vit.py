@@ -13,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .block import Block
 from .pos_embed import interpolate_pos_grid
-from .rope import rope_table
+from .rope import rope_table, signed_sin
 
 PositionRule = Literal["fixed", "stretch"]
 
@@ -173,7 +173,7 @@ class EVA02ViT(nn.Module):
         return torch.cat((prefix, tokens), dim=1) if self.num_prefix_tokens else tokens
 
     def _rope_tables(self, grid: tuple[int, int], device: torch.device) -> dict[int, tuple]:
-        """RoPE (cos, sin) per attention extent: key 0 for global blocks, else the window size."""
+        """RoPE ``(cos, signed sin)`` per attention extent: key 0 for global blocks, else the window size."""
         head_dim = self.embed_dim // self.num_heads
         ref = self.rope_ref_grid
         tables = {}
@@ -183,7 +183,8 @@ class EVA02ViT(nn.Module):
             else:
                 basis = grid if self.position_rule == "stretch" else self.grid
                 spacing, extent, prefix = (ref / basis[0], ref / basis[1]), grid, self.num_prefix_tokens
-            tables[win] = rope_table(extent, spacing, head_dim, prefix, self.rope_theta, device)
+            cos, sin = rope_table(extent, spacing, head_dim, prefix, self.rope_theta, device)
+            tables[win] = (cos, signed_sin(sin))
         return tables
 
     # ------------------------------------------------------------------- forward

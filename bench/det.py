@@ -49,6 +49,10 @@ CASES = {
     "tiny": (ROOT / "configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py", 256),
     "base": (ROOT / "configs/det/coco/eva02_coco_cascade_mask_rcnn_vitdet_b_4attn_1024_lrd0p7.py", 1024),
     "large": (ROOT / "configs/det/coco/eva02_coco_cascade_mask_rcnn_vitdet_l_4attn_1024_lrd0p8.py", 1024),
+    "large_1536": (
+        ROOT / "configs/det/coco/eva02_coco_cascade_mask_rcnn_vitdet_l_8attn_win32_1536_lrd0p8.py",
+        1536,
+    ),
 }
 
 

@@ -4,6 +4,8 @@
     python tools/benchmark.py det [--cases tiny,base] [--iters 3] [--infer-images 3] [--memory] [--amp]
     python tools/benchmark.py seg [--configs ...] [--batch-size 2] [--iters 3]
     python tools/benchmark.py pretrain [--model eva02_base] [--batch-size 4] [--iters 3]
+    python tools/benchmark.py gpu [--reduced] [--iters 5] [--out output/benchmark_gpu.json]
+    python tools/benchmark.py profile [--threads 2] [--compile] [--reduced]
 
 Every benchmark takes ``--device``, ``--batch-size``, ``--iters`` and ``--threads``; timing is
 ``torch.utils.benchmark`` (:mod:`bench.timing`). ``python tools/benchmark.py <name> -h`` lists the rest.
@@ -19,6 +21,8 @@ BENCHMARKS = {
     "det": "bench.det",
     "seg": "bench.seg",
     "pretrain": "bench.pretrain",
+    "gpu": "bench.gpu",
+    "profile": "bench.profile",
 }
 
 
