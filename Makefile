@@ -1,7 +1,6 @@
 # Quick start: `make demo` and `make test`; both set up .venv/ first (idempotent, cached).
 VENV := .venv
 PY := $(VENV)/bin/python
-DEMOS := det seg pretrain
 
 .PHONY: setup demo test lint format bench
 
@@ -11,9 +10,8 @@ setup:
 demo: setup
 	@rm -rf output/demo/steps
 	$(PY) tools/demo_backbone.py
-	@for part in $(DEMOS); do \
-	  if [ -f tools/demo_$$part.sh ]; then bash tools/demo_$$part.sh || exit 1; fi; \
-	done
+	@bash tools/demo_seg.sh
+	@bash tools/demo_det_and_chain.sh
 	@$(PY) tools/demo_report.py summary
 
 test: setup

@@ -68,14 +68,25 @@ def test_record_step_refuses_non_finite_figures(tmp_path):
 
 
 def test_summary_json_has_the_documented_names_and_sums_the_seconds(tmp_path):
-    record_step(tmp_path, "seg", seconds=20.04, metrics={"mIoU": 85.0})
-    record_step(tmp_path, "det", seconds=100.0, metrics={"bbox_AP": 81.0, "segm_AP": 79.0})
+    record_step(tmp_path, "seg", seconds=20.04, metrics={"mIoU": 85.0}, finished=1020.04)
+    record_step(tmp_path, "det", seconds=100.0, metrics={"bbox_AP": 81.0, "segm_AP": 79.0}, finished=1120.04)
     summary, table = write_summary(tmp_path, ["backbone", "det", "seg", "chain"])
     assert [s["name"] for s in summary["steps"]] == ["det", "seg"]  # the demo's order
     assert summary["steps"][0]["metrics"] == {"bbox_AP": 81.0, "segm_AP": 79.0}
-    assert summary["total_seconds"] == pytest.approx(120.0)
+    assert summary["total_seconds"] == 120.0  # 1000.0 to 1120.04, to 0.1 s
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
-    assert "bbox_AP 81.0" in table and "mIoU 85.0" in table
+    assert "bbox_AP 81.0" in table and "mIoU 85.0" in table and "overlap" not in table
+
+
+def test_summary_total_is_the_wall_clock_when_steps_run_side_by_side(tmp_path):
+    # seg 0-200 s, then det 200-900 s and chain 240-960 s side by side: 960 s, not 1620
+    record_step(tmp_path, "seg", seconds=200.0, metrics={"mIoU": 85.0}, finished=1200.0)
+    record_step(tmp_path, "det", seconds=700.0, metrics={"bbox_AP": 81.0}, finished=1900.0)
+    record_step(tmp_path, "chain", seconds=720.0, metrics={"bbox_AP": 80.0}, finished=1960.0)
+    summary, table = write_summary(tmp_path, ["det", "seg", "chain"])
+    assert summary["total_seconds"] == pytest.approx(960.0)
+    assert [s["seconds"] for s in summary["steps"]] == [700.0, 200.0, 720.0]
+    assert "wall clock (steps overlap)" in table
 
 
 def test_summary_tool_draws_ground_truth_prediction_and_curves(tmp_path):

@@ -11,7 +11,7 @@ OUT=output/demo/det
 CFG=configs/det/toy/cascade_mask_rcnn_eva02_tiny_toy.py
 ITERS=${DEMO_DET_ITERS:-$("$PY" -c 'import sys; from detectron2.config import LazyConfig
 print(LazyConfig.load(sys.argv[1]).train.max_iter)' "$CFG")}
-EVALS=${DEMO_DET_EVALS:-4}
+EVALS=${DEMO_DET_EVALS:-5}
 SECONDS=0
 
 if [ ! -f "$DETECTRON2_DATASETS/toy_coco/annotations/instances_train.json" ]; then
@@ -19,7 +19,7 @@ if [ ! -f "$DETECTRON2_DATASETS/toy_coco/annotations/instances_train.json" ]; th
 fi
 mkdir -p "$OUT"
 
-echo "== det: training $(basename "$CFG" .py) for $ITERS iterations on $(nproc) CPU core(s) (log: $OUT/train.log)"
+echo "== det: training $(basename "$CFG" .py) for $ITERS iterations, ${OMP_NUM_THREADS:-$(nproc)} thread(s) (log: $OUT/train.log)"
 "$PY" tools/lazyconfig_train_net.py --config-file "$CFG" --resume \
   train.output_dir="$OUT" train.max_iter="$ITERS" train.eval_period="$((ITERS / EVALS))" \
   train.checkpointer.period="$ITERS" 2>&1 | tee "$OUT/train.log" | "$PY" tools/demo_progress.py "$ITERS"

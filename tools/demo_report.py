@@ -57,6 +57,7 @@ def record(args: argparse.Namespace) -> None:
         what=what,
         outputs=args.outputs,
         curves=curves,
+        finished=args.finished,
     )
     print(f"[demo] recorded {path}")
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("--run", help="the step's run folder (detectron2 output_dir / mmengine work_dir)")
     rec.add_argument("--scratch", help="chain: the from-scratch run with the same schedule")
     rec.add_argument("--seconds", type=float, required=True)
+    rec.add_argument("--finished", type=float, help="when the step finished, epoch seconds (default: now)")
     rec.add_argument("--outputs", default="", help="where the step's outputs are")
     summ = sub.add_parser("summary", help="table, summary.json and summary.png")
     summ.add_argument("--data", default="datasets", help="folder holding toy_coco/")
