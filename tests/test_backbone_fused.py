@@ -77,7 +77,10 @@ def test_window_block_equals_timm_block_in_detectron2_windows(preset, side, wind
     weights = torch.randn_like(x)
     (model.blocks[0](xs[0], grid, rope) * weights).sum().backward()
     (_reference_window_block(ref, xs[1], grid, window) * weights).sum().backward()
-    torch.testing.assert_close(xs[0].grad, xs[1].grad, atol=2e-5, rtol=1e-5)
+    # float rounding of sums over a different token order: bounded relative to the gradient's scale
+    scale = xs[1].grad.abs().max().item()
+    torch.testing.assert_close(xs[0].grad, xs[1].grad, atol=1e-5 * scale, rtol=1e-5)
+    assert ((xs[0].grad - xs[1].grad).norm() / xs[1].grad.norm()).item() < 1e-5
     timm_grads = dict(ref.named_parameters())
     ours = from_internal({f"blocks.0.{k}": p.grad for k, p in model.blocks[0].named_parameters()}, "timm")
     for key, grad in ours.items():
