@@ -4,6 +4,8 @@ the kinds add up to the whole, and the FLOPs behind the efficiency figure equal 
 import argparse
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from bench import profile
 
@@ -52,3 +54,17 @@ def test_an_operator_goes_to_its_enclosing_backbone_function_first():
     assert profile.classify(Event("aten::upsample_bicubic2d")) == "other"
     fused = Event("graph_1_cpp_fused__unsafe_view_addmm_cat_clone_constant_pad_nd_native_layer_norm_0")
     assert profile.classify(fused) == "compiled fused kernels"  # not a matmul for its name
+
+
+def test_attention_kernels_benchmark_counts_the_two_products_by_hand():
+    from bench import attention
+
+    rows = attention.run(argparse.Namespace(reduced=True, iters=1))
+    # 4 windows x 3 heads: q k^T and attn v, 16 x 16 x 64 multiply-adds each, 2 FLOPs per multiply-add
+    assert [r["flops"] for r in rows] == [2 * 2 * 4 * 3 * 16 * 16 * 64, 2 * 2 * 3 * 64 * 64 * 64]
+    q, k, v = (torch.randn(2, 3, 16, 64) for _ in range(3))
+    torch.testing.assert_close(attention.plain_attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+    for r in rows:
+        assert r["sdpa_share_of_peak"] == pytest.approx(
+            r["flops"] / (r["sdpa_ms"] / 1e3) / (r["matmul_GFLOPs"] * 1e9)
+        )

@@ -6,6 +6,7 @@
     python tools/benchmark.py pretrain [--model eva02_base] [--batch-size 4] [--iters 3]
     python tools/benchmark.py gpu [--reduced] [--iters 5] [--out output/benchmark_gpu.json]
     python tools/benchmark.py profile [--threads 2] [--compile] [--reduced]
+    python tools/benchmark.py attention [--threads 2] [--reduced]
 
 Every benchmark takes ``--device``, ``--batch-size``, ``--iters`` and ``--threads``; timing is
 ``torch.utils.benchmark`` (:mod:`bench.timing`). ``python tools/benchmark.py <name> -h`` lists the rest.
@@ -23,6 +24,7 @@ BENCHMARKS = {
     "pretrain": "bench.pretrain",
     "gpu": "bench.gpu",
     "profile": "bench.profile",
+    "attention": "bench.attention",
 }
 
 
