@@ -104,8 +104,21 @@ def export_graph(
 
     proto = program.model_proto  # weights inside the file (external_data=False)
     onnx.checker.check_model(proto, full_check=True)
+    if shapes:
+        _refuse_fixed_size(proto, graph.image_rank, tuple(sample.shape[-2:]))
     atomic_write(path, lambda handle: handle.write(proto.SerializeToString()))
     return path
+
+
+def _refuse_fixed_size(proto, image_rank: int, size: tuple[int, int]) -> None:
+    """``--dynamic`` asked for, but the exporter kept the tracing height or width as a constant: the
+    model branched on it (e.g. a token grid of exactly one window). Nothing is written."""
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    if any(not dims[axis].dim_param for axis in (image_rank - 2, image_rank - 1)):
+        raise ExportError(
+            f"--dynamic: the exported graph is fixed to the tracing size {size[0]}x{size[1]} (the model "
+            "specialises at that size, e.g. a grid of exactly one attention window); trace at a larger --size"
+        )
 
 
 def op_types(path: str | os.PathLike) -> list[str]:

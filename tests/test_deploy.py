@@ -476,3 +476,15 @@ def test_export_tool_refuses_bad_input_with_one_message(tmp_path):
     with pytest.raises(SystemExit, match="cannot build the model"):
         tool.main(["--config-file", TOY_DET, "model.backbone.net.depth=banana", "--output", str(out)])
     assert list(tmp_path.iterdir()) == [ckpt]
+
+
+def test_dynamic_export_that_comes_out_fixed_size_is_refused(tmp_path):
+    # a token grid of exactly one window: the exporter specialises the size instead of keeping it free
+    net = build_backbone(
+        "eva02_tiny", img_size=32, patch_size=16, depth=1, use_cls_token=False, window_size=2,
+        window_block_indexes=(0,),
+    ).eval()  # fmt: skip
+    out = tmp_path / "bb.onnx"
+    with pytest.raises(ExportError, match="fixed to the tracing size 32x32"):
+        export_graph(BackboneGraph(net), torch.randn(2, 3, 32, 32), out)
+    assert list(tmp_path.iterdir()) == []
